@@ -1,0 +1,122 @@
+"""Banking77 train/validation split and the out-of-domain examples the router learns to refuse.
+
+The validation split is a deterministic stratified hold-out (10% of every intent, fixed seed),
+written once to ``data/banking77/splits.json``; models are tuned on it and never trained on it.
+Out-of-domain text is our own writing (``data/ood/``): a training seed list that is augmented
+here, and a separate validation list that is used only for evaluation and threshold choice.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "data"
+OOD_LABEL = "out_of_domain"
+HUMAN_QUEUE = "human"
+
+
+def read_rows(path: Path = ROOT / "banking77" / "train.csv") -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"].strip(), r["category"].strip()) for r in csv.DictReader(f)]
+
+
+def queues(path: Path = ROOT / "banking77" / "queues.json") -> dict[str, str]:
+    return json.loads(path.read_text())
+
+
+def make_splits(rows: list[tuple[str, str]], *, fraction: float = 0.1, seed: int = 0) -> list[int]:
+    """Row indices of the validation split: round(fraction * n) rows of every intent."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, (_, label) in enumerate(rows):
+        by_label.setdefault(label, []).append(i)
+    val: list[int] = []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        val += rng.sample(idx, max(1, round(fraction * len(idx))))
+    return sorted(val)
+
+
+def load_splits(path: Path = ROOT / "banking77" / "splits.json") -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, validation) rows of Banking77 as (text, intent)."""
+    rows = read_rows()
+    spec = json.loads(path.read_text())
+    val_idx = set(spec["validation_rows"])
+    for i, text in spec["validation_texts"][:20]:
+        # the split file pins rows by index; a changed train.csv must not silently shift it
+        if rows[i][0] != text:
+            raise ValueError(f"{path}: row {i} is {rows[i][0]!r}, split expects {text!r}")
+    train = [r for i, r in enumerate(rows) if i not in val_idx]
+    val = [rows[i] for i in sorted(val_idx)]
+    return train, val
+
+
+_PREFIXES = ("", "", "", "hey ", "hi, ", "quick question: ", "please ", "can you tell me ", "hello! ", "um ")
+_SUFFIXES = ("", "", "", " thanks", " please", "?", " asap", " :)", "!!")
+
+_TOPIC_TEMPLATES = (
+    "how do I {verb} my {thing}?",
+    "my {thing} is broken, can you help",
+    "what is the best {thing} to buy this year",
+    "where can I {verb} a {thing} near me",
+    "is it normal for a {thing} to make that noise",
+    "can you recommend a {thing}",
+    "I need to {verb} my {thing} before friday",
+)
+_VERBS = ("fix", "clean", "repair", "paint", "sell", "replace", "upgrade", "wash", "rent", "find")
+_THINGS = (
+    "bike", "fridge", "garden fence", "guitar", "dishwasher", "lawn mower", "kitchen", "bathroom",
+    "laptop", "tent", "car", "sofa", "roof", "piano", "fish tank", "printer", "washing machine",
+    "hair dryer", "skateboard", "telescope", "camera", "drone", "treadmill", "boat", "chimney",
+)
+
+
+def _noisy(text: str, rng: random.Random) -> str:
+    t = rng.choice(_PREFIXES) + text + rng.choice(_SUFFIXES)
+    if rng.random() < 0.3:
+        t = t.lower()
+    if rng.random() < 0.2:
+        t = t.rstrip("?!.")
+    if rng.random() < 0.15 and len(t) > 8:
+        i = rng.randrange(1, len(t) - 2)
+        t = t[:i] + t[i + 1] + t[i] + t[i + 2 :]  # a typo: swap two letters
+    return t.strip()
+
+
+def ood_texts(split: str, *, n_augmented: int = 700, seed: int = 0) -> list[str]:
+    """Out-of-domain requests: 'train' (seed list + noisy variants + templates) or 'validation'."""
+    if split == "validation":
+        return [t for t in (ROOT / "ood" / "val.txt").read_text().splitlines() if t.strip()]
+    if split != "train":
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    rng = random.Random(seed)
+    base = [t for t in (ROOT / "ood" / "train_seed.txt").read_text().splitlines() if t.strip()]
+    out = list(base)
+    while len(out) < len(base) + n_augmented:
+        if rng.random() < 0.6:
+            out.append(_noisy(rng.choice(base), rng))
+        else:
+            out.append(_noisy(rng.choice(_TOPIC_TEMPLATES).format(verb=rng.choice(_VERBS), thing=rng.choice(_THINGS)), rng))
+    return out
+
+
+def main() -> None:
+    rows = read_rows()
+    val = make_splits(rows)
+    spec = {
+        "source": "data/banking77/train.csv",
+        "method": "stratified: round(10%) of every intent, random.Random(0).sample per intent in sorted label order",
+        "seed": 0,
+        "fraction": 0.1,
+        "validation_rows": val,
+        "validation_texts": [[i, rows[i][0]] for i in val],
+    }
+    out = ROOT / "banking77" / "splits.json"
+    out.write_text(json.dumps(spec, ensure_ascii=False, indent=0) + "\n")
+    print(f"wrote {out}: {len(val)} validation rows of {len(rows)}")
+
+
+if __name__ == "__main__":
+    main()

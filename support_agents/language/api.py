@@ -1,0 +1,138 @@
+"""The agents' language functions, run by any ``moe_engine`` model (or its batching engine)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from . import prompts
+from .faithfulness import faithfulness_problems
+from .fields import FIELDS, PRODUCTS, grounded, normalize
+
+
+@dataclass
+class ModelCall:
+    """One generation, for the run's audit trail (tokens, latency, routing summary come from usage)."""
+
+    task: str
+    prompt: str
+    completion: str
+    seconds: float
+    usage: Any = None
+    routing: Any = None
+
+
+@dataclass
+class Reply:
+    text: str
+    faithful: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def complete_batch(model: Any, prompt_texts: list[str], *, max_new_tokens: int) -> tuple[list[str], Any]:
+    """Greedy completions of several prompts in one batched ``model.generate``; cut at the END marker."""
+    tok = model.tokenizer
+    ids = [tok.encode(p) for p in prompt_texts]
+    out = model.generate(ids, max_new_tokens=max_new_tokens, temperature=0.0, stop=[prompts.END])
+    # keep special tokens while decoding so the END marker itself is seen and cut
+    texts = [tok.decode(list(t), skip_special_tokens=False).split(prompts.END, 1)[0] for t in out.tokens]
+    return texts, out
+
+
+def complete(model: Any, prompt: str, *, max_new_tokens: int, trace: list[ModelCall] | None = None,
+             task: str = "") -> str:
+    """Greedy completion of one prompt through ``model.generate``; stops at the END marker."""
+    t0 = time.perf_counter()
+    (text,), out = complete_batch(model, [prompt], max_new_tokens=max_new_tokens)
+    if trace is not None:
+        usage = out.usage[0] if getattr(out, "usage", None) else None
+        routing = out.routing[0] if getattr(out, "routing", None) else None
+        trace.append(ModelCall(task, prompt, text, time.perf_counter() - t0, usage, routing))
+    return text
+
+
+def check_fields(fields: list[str]) -> None:
+    unknown = [f for f in fields if f not in FIELDS]
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}; known: {', '.join(FIELDS)}")
+
+
+def extraction_budget(fields: list[str]) -> int:
+    return 24 + 14 * len(fields)
+
+
+def arguments_from_completion(completion: str, *, text: str, fields: list[str], today: date | None = None
+                              ) -> dict[str, str | None]:
+    """Parse, ground and normalise an extraction completion (see ``extract_arguments``)."""
+    raw = prompts.parse_extraction(completion, fields)
+    return {
+        f: (normalize(f, v, today) if v is not None and grounded(f, v, text) else None) for f, v in raw.items()
+    }
+
+
+def extract_arguments(
+    model: Any,
+    *,
+    intent: str,
+    text: str,
+    fields: list[str],
+    today: date | None = None,
+    trace: list[ModelCall] | None = None,
+) -> dict[str, str | None]:
+    """Values for ``fields`` (from FIELDS) found in the customer's text, normalised; None if absent.
+
+    A value the model proposes is kept only when it is well-formed for its field and occurs in the
+    text, so a hallucinated amount or card number never reaches a tool.
+    """
+    check_fields(fields)
+    if not fields:
+        return {}
+    completion = complete(model, prompts.extract_prompt(intent, text, fields), max_new_tokens=extraction_budget(fields),
+                          trace=trace, task="extract_arguments")
+    return arguments_from_completion(completion, text=text, fields=fields, today=today)
+
+
+REPLY_BUDGET = 120
+
+
+def reply_from_completion(completion: str, *, customer_name: str, facts: Mapping[str, str],
+                          products: Iterable[str] = PRODUCTS) -> Reply:
+    text = prompts.parse_reply(completion)
+    problems = faithfulness_problems(text, facts, customer_name=customer_name, products=products)
+    if not text:
+        problems.insert(0, "empty reply")
+    if any(tok in text for tok in prompts.SPECIAL_TOKENS):
+        problems.insert(0, "reply contains prompt markers")
+    return Reply(text=text, faithful=not problems, problems=problems)
+
+
+def write_reply(
+    model: Any,
+    *,
+    customer_name: str,
+    intent: str,
+    facts: dict[str, str],
+    message: str,
+    products: Iterable[str] = PRODUCTS,
+    trace: list[ModelCall] | None = None,
+) -> Reply:
+    """A reply written by the model from the facts, checked for faithfulness to them.
+
+    ``faithful`` is False when the text names any amount, number, date, currency or product that is
+    not among the facts (``problems`` lists each); the caller then sends ``template_reply`` instead.
+    """
+    completion = complete(model, prompts.reply_prompt(customer_name, intent, facts, message),
+                          max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply")
+    return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products)
+
+
+def template_reply(*, customer_name: str, intent: str, facts: Mapping[str, str]) -> str:
+    """The deterministic fallback: states the facts verbatim, so it is faithful by construction."""
+    first = customer_name.split()[0] if customer_name.strip() else "there"
+    topic = intent.replace("_", " ").rstrip("?")
+    lines = [f"Hi {first},", f"Thanks for contacting us about {topic}. Here is what we found:"]
+    lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in facts.items()]
+    lines.append("Reply to this message if anything is still unclear.")
+    return "\n".join(lines)

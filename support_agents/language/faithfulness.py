@@ -1,0 +1,93 @@
+"""Checks that a written reply states nothing the procedure's facts do not support.
+
+"Every amount, date, fee and product named in the reply comes from the facts": we find every
+number, money amount, date, currency and product name in the reply and look each up among the
+fact values (and the customer's name). Anything left over is a problem; one problem is enough for
+the pipeline to discard the model's text and use the deterministic template.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+
+from .fields import CURRENCIES, DATE_PATTERNS, PRODUCTS, normalize_date
+
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])\d+(?:\.\d+)?")
+_NUMBER_WORDS = (
+    "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million",
+)
+_CODE = re.compile(r"\b(" + "|".join(CURRENCIES) + r")\b")
+_SYMBOLS = {"£": "GBP", "€": "EUR", "$": "USD", "¥": "JPY"}
+
+
+def _num(s: str) -> Decimal | None:
+    try:
+        return Decimal(s.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def _dates(text: str) -> list[tuple[tuple[int, int], str | None]]:
+    """(span, iso) for every date in text; iso is None when it is not a real calendar day."""
+    found: list[tuple[tuple[int, int], str | None]] = []
+    for pat in DATE_PATTERNS:
+        for m in pat.finditer(text):
+            if any(s <= m.start() < e for (s, e), _ in found):
+                continue
+            found.append((m.span(), normalize_date(m.group(0))))
+    return found
+
+
+def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    chars = list(text)
+    for s, e in spans:
+        chars[s:e] = " " * (e - s)
+    return "".join(chars)
+
+
+def faithfulness_problems(
+    reply: str,
+    facts: Mapping[str, str],
+    *,
+    customer_name: str = "",
+    products: Iterable[str] = PRODUCTS,
+) -> list[str]:
+    """Every amount, number, date, currency or product in ``reply`` that the facts do not contain."""
+    fact_text = " ".join(str(v) for v in facts.values()) + " " + customer_name
+    fact_low = fact_text.lower()
+    problems: list[str] = []
+
+    fact_dates = {iso for _, iso in _dates(fact_text) if iso}
+    reply_dates = _dates(reply)
+    for (s, e), iso in reply_dates:
+        if iso is None or iso not in fact_dates:
+            problems.append(f"date not in facts: {reply[s:e]!r}")
+    # the day and year digits of a date are checked as the date, not as loose numbers
+    rest = _mask(reply, (span for span, _ in reply_dates))
+    fact_rest = _mask(fact_text, (span for span, _ in _dates(fact_text)))
+
+    fact_numbers = {n for n in (_num(m.group(0)) for m in _NUMBER.finditer(fact_rest)) if n is not None}
+    fact_numbers |= {n for n in (_num(m.group(0)) for m in _NUMBER.finditer(fact_text)) if n is not None}
+    for m in _NUMBER.finditer(rest):
+        n = _num(m.group(0))
+        if n is None or n not in fact_numbers:
+            problems.append(f"number not in facts: {m.group(0)!r}")
+    for w in _NUMBER_WORDS:
+        if re.search(rf"\b{w}\b", rest, re.I) and not re.search(rf"\b{w}\b", fact_low):
+            problems.append(f"number not in facts: {w!r}")
+
+    fact_codes = set(_CODE.findall(fact_text.upper())) | {c for s, c in _SYMBOLS.items() if s in fact_text}
+    for code in _CODE.findall(reply):
+        if code not in fact_codes:
+            problems.append(f"currency not in facts: {code!r}")
+    for sym, code in _SYMBOLS.items():
+        if sym in reply and code not in fact_codes:
+            problems.append(f"currency not in facts: {sym!r}")
+
+    for p in products:
+        # case-sensitive: "Metal card" is the product, "your metal card" is the customer's card
+        if re.search(rf"\b{re.escape(p)}\b", reply) and p.lower() not in fact_low:
+            problems.append(f"product not in facts: {p!r}")
+    return problems

@@ -1,0 +1,70 @@
+"""Celery tasks: thin, take ids, idempotent. The work is in router.py / runner.py / services."""
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+
+log = logging.getLogger("moedesk.tasks")
+
+# Time limits: Celery stamps each message with the *publisher's* CELERY_TASK_SOFT_TIME_LIMIT /
+# CELERY_TASK_TIME_LIMIT and the worker's pool enforces them; the runner also checks its own soft limit
+# between steps, so a run never overstays whatever the message said.
+LIMITS = {"acks_late": True, "reject_on_worker_lost": True}
+
+
+@shared_task(name="support_agents.triage_ticket", **LIMITS)
+def triage_ticket(ticket_id: int) -> str:
+    from support_agents.services.triage import ticket_triage, triage_failed
+
+    try:
+        return ticket_triage(ticket_id)
+    except SoftTimeLimitExceeded:
+        triage_failed(ticket_id, "triage hit its time limit")
+        raise
+    except Exception as e:
+        log.exception("triage failed", extra={"ticket_id": ticket_id})
+        triage_failed(ticket_id, f"triage error: {type(e).__name__}: {e}")
+        raise
+
+
+@shared_task(name="support_agents.run_agent", **LIMITS)
+def run_agent(run_id: int) -> str:
+    from support_agents.models import AgentRun
+    from support_agents.runner import RunTimeLimit, execute_run, run_attempt_failed
+
+    if not AgentRun.objects.filter(pk=run_id).exists():
+        return "missing"
+    try:
+        return execute_run(run_id)
+    except (SoftTimeLimitExceeded, RunTimeLimit):
+        again = run_attempt_failed(run_id, "agent run hit its soft time limit", final=False)
+    except Exception as e:
+        log.exception("agent run failed", extra={"run_id": run_id})
+        again = run_attempt_failed(run_id, f"{type(e).__name__}: {e}", final=False)
+    if again:
+        run = AgentRun.objects.select_related("agent").get(pk=run_id)
+        run_agent.apply_async((run_id,), queue=run.agent.queue or run.agent.slug, countdown=1)
+    return "retrying" if again else "failed"
+
+
+@worker_process_init.connect
+def preload_models(**_: object) -> None:
+    """Load and warm the default router and agent model in each worker process before its first task,
+    so the first ticket does not pay for loading and the first (slow) forward pass."""
+    if os.environ.get("MOEDESK_PRELOAD", "1") != "1":
+        return
+    try:
+        from support_agents.inference import agent_path, get_generator, get_model, router_path
+
+        if (router_path() / "config.json").exists():
+            router = get_model(router_path())
+            router.classify([router.tokenizer.encode("warm up")])
+        if (agent_path() / "config.json").exists():
+            agent = get_generator(agent_path())
+            agent.generate([agent.tokenizer.encode("warm up")], max_new_tokens=2)
+    except Exception:  # a broken checkpoint must not stop the worker; the first task reports it
+        log.exception("model preload failed")

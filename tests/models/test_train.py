@@ -1,0 +1,129 @@
+"""Training code: the balancing loss, a tiny run lowers the loss, same seed -> same weights."""
+import random
+
+import pytest
+import torch
+
+from moe_engine import build_model
+from moe_engine.data.router import decide
+from moe_engine.tokenizer import Tokenizer
+from moe_engine.tokenizer_train import save, train_tokenizer
+from moe_engine.train import Dataset, Example, aux_loss, balancedness, collate, expert_counts, predict, train
+
+TEXTS = [
+    "my card has not arrived yet", "how do I change my pin", "I was charged twice for one payment",
+    "cancel my transfer please", "what is the weather in paris", "tell me a joke about cats",
+    "my top up failed again", "which currencies can I hold", "the atm swallowed my card",
+    "why was I charged a fee for cash", "write a poem about the sea", "how long does delivery take",
+]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    save(train_tokenizer(iter(TEXTS * 3), 300, ["<|pad|>", "<|end|>", "<|out|>"]), d, pad="<|pad|>", eos="<|end|>",
+         max_length=64)
+    return Tokenizer.from_dir(d)
+
+
+def tiny_config(task: str, vocab: int, labels: int = 4) -> dict:
+    arch = "Qwen3MoeForSequenceClassification" if task == "classify" else "Qwen3MoeForCausalLM"
+    cfg = {
+        "architectures": [arch], "model_type": "qwen3_moe", "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "intermediate_size": 64,
+        "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True,
+        "vocab_size": vocab, "pad_token_id": 0, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
+    }
+    if task == "classify":
+        cfg.update(num_labels=labels, id2label={str(i): f"l{i}" for i in range(labels)}, classifier_pooling="mean")
+    return cfg
+
+
+TCFG = {"epochs": 30, "batch_size": 8, "lr": 1e-2, "min_lr_ratio": 0.1, "weight_decay": 0.0, "warmup_steps": 3,
+        "grad_clip": 1.0, "aux_loss_coef": 0.01, "label_smoothing": 0.0, "word_dropout": 0.0, "max_len": 32}
+
+
+def cls_data(tok) -> Dataset:
+    ex = [Example(tok.encode(t), i % 4, text=t) for i, t in enumerate(TEXTS)]
+    return Dataset(ex, ex)
+
+
+def lm_data(tok) -> Dataset:
+    ex = []
+    for t in TEXTS:
+        p, c = tok.encode(t + "<|out|>"), tok.encode(t.upper()[:12] + "<|end|>")
+        ex.append(Example(p + c, loss_from=len(p) - 1))
+    return Dataset(ex, ex)
+
+
+def mean_loss(model, data, task, tok) -> float:
+    if task == "lm":
+        return predict(model, data.val, "lm", tok.pad_token_id, 32)[2]
+    logits, _, _ = predict(model, data.val, "classify", tok.pad_token_id, 32)
+    return float(torch.nn.functional.cross_entropy(logits, torch.tensor([e.label for e in data.val])))
+
+
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_tiny_training_run_lowers_the_loss(tok, task):
+    torch.set_num_threads(1)
+    data = cls_data(tok) if task == "classify" else lm_data(tok)
+    model = build_model(tiny_config(task, tok.vocab_size), seed=0)
+    before = mean_loss(model, data, task, tok)
+    info = train(model, data, task, dict(TCFG, epochs=15), seed=0, pad_id=tok.pad_token_id, progress=False)
+    after = mean_loss(model, data, task, tok)
+    assert info["steps"] == 15 * 2
+    assert after < 0.5 * before, (before, after)
+
+
+def weights_after(tok, seed: int, steps: int = 4) -> dict[str, torch.Tensor]:
+    torch.set_num_threads(1)
+    model = build_model(tiny_config("classify", tok.vocab_size), seed=seed)
+    cfg = dict(TCFG, word_dropout=0.2)
+    train(model, cls_data(tok), "classify", cfg, seed=seed, pad_id=tok.pad_token_id, tok=tok, progress=False,
+          max_steps=steps)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_gives_the_same_weights(tok):
+    a, b, c = weights_after(tok, 1), weights_after(tok, 1), weights_after(tok, 2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_aux_loss_is_one_when_balanced_and_higher_when_collapsed():
+    balanced = torch.zeros(8, 4)  # equal logits: uniform probabilities, ties spread by topk
+    collapsed = torch.tensor([[9.0, 8.0, 0.0, 0.0]]).repeat(8, 1)
+    assert aux_loss([balanced], 2, None).item() == pytest.approx(1.0)
+    assert aux_loss([collapsed], 2, None).item() > 1.9
+    counts = expert_counts([collapsed], 2, None)
+    assert counts.tolist() == [[8.0, 8.0, 0.0, 0.0]]
+    assert balancedness(counts) == [pytest.approx(0.5)]
+
+
+def test_collate_trains_only_on_the_completion():
+    ex = Example([5, 6, 7, 8, 9], loss_from=2)
+    b = collate([ex, Example([5, 6], loss_from=0)], 0, 16, torch.device("cpu"), lm=True)
+    assert b["targets"][0].tolist() == [-100, -100, 8, 9, -100]
+    assert b["attn"][1].tolist() == [1, 1, 0, 0, 0]
+
+
+def test_router_decision_rule():
+    id2label = {0: "card_arrival", 1: "card_delivery_estimate", 2: "cancel_transfer", 3: "out_of_domain"}
+    md = {"temperature": 1.0, "human_threshold": 0.6, "ood_label": "out_of_domain",
+          "intent_queue": {"card_arrival": "sales", "card_delivery_estimate": "sales", "cancel_transfer": "billing"}}
+    logits = torch.log(torch.tensor([
+        [0.45, 0.40, 0.10, 0.05],  # two sales intents compete: the queue is still sure
+        [0.30, 0.00, 0.35, 0.35],  # nothing reaches the threshold -> human
+        [0.05, 0.05, 0.10, 0.80],  # out of domain -> human
+    ]) + 1e-9)
+    d = decide(logits, md, id2label)
+    assert [x.queue for x in d] == ["sales", "human", "human"]
+    assert d[0].intent == "card_arrival" and d[0].confidence == pytest.approx(0.85, abs=1e-3)
+    assert d[1].intent in id2label.values()
+
+
+def test_word_dropout_is_seeded():
+    from moe_engine.train import _word_dropout
+
+    t = "please tell me why my card payment was declined today"
+    assert _word_dropout(t, 0.3, random.Random(3)) == _word_dropout(t, 0.3, random.Random(3))

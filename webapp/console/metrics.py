@@ -1,0 +1,186 @@
+"""Cost and performance aggregates for the dashboard, computed in PostgreSQL.
+
+Money and FLOPs come from the model-call steps the pipeline records (each step stores measured
+device seconds, cost at the price then in force, FLOPs spent and the dense-equivalent FLOPs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Count, F, FloatField, Max, Q, Sum
+from django.db.models.functions import Coalesce
+
+from support_agents.models import RunStep, Ticket
+
+
+@contextmanager
+def analytics_transaction() -> Iterator[None]:
+    """Read-only dashboard queries: PostgreSQL's JIT would spend ~0.5 s compiling these
+    aggregates over a few thousand rows, many times what executing them costs."""
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL jit = off")
+        yield
+
+
+def _window(qs, field: str, since: datetime | None):
+    return qs.filter(**{f"{field}__gte": since}) if since else qs
+
+
+def _saving(flops: float, dense: float) -> float | None:
+    return None if not dense else 1.0 - flops / dense
+
+
+def cost_per_agent(since: datetime | None) -> list[dict]:
+    qs = _window(RunStep.objects.filter(kind=RunStep.Kind.MODEL), "created_at", since)
+    rows = (qs.values(agent=F("run__agent__slug"))
+            .annotate(calls=Count("id"), tokens_in=Coalesce(Sum("prompt_tokens"), 0),
+                      tokens_out=Coalesce(Sum("completion_tokens"), 0),
+                      flops=Coalesce(Sum("flops"), 0.0, output_field=FloatField()),
+                      dense_flops=Coalesce(Sum("dense_flops"), 0.0, output_field=FloatField()),
+                      device_seconds=Coalesce(Sum("device_seconds"), 0.0, output_field=FloatField()),
+                      money=Coalesce(Sum("cost"), Decimal(0)),
+                      active_params=Max("active_params"), total_params=Max("total_params"),
+                      tickets=Count("run__ticket", distinct=True))
+            .order_by("agent"))
+    out = []
+    for r in rows:
+        r["money"] = float(r["money"])
+        r["saving"] = _saving(r["flops"], r["dense_flops"])
+        # Device time scales with FLOPs on a compute-bound path: the dense model would have cost
+        # money * dense/flops. An estimate, labelled as such in the UI.
+        r["dense_money"] = r["money"] * r["dense_flops"] / r["flops"] if r["flops"] else None
+        out.append(r)
+    return out
+
+
+def cost_per_ticket(since: datetime | None, *, limit: int | None = 20) -> list[dict]:
+    qs = _window(RunStep.objects.filter(kind=RunStep.Kind.MODEL), "run__ticket__created_at", since)
+    rows = (qs.values(ticket_id=F("run__ticket_id"))
+            .annotate(calls=Count("id"), tokens_in=Coalesce(Sum("prompt_tokens"), 0),
+                      tokens_out=Coalesce(Sum("completion_tokens"), 0),
+                      flops=Coalesce(Sum("flops"), 0.0, output_field=FloatField()),
+                      dense_flops=Coalesce(Sum("dense_flops"), 0.0, output_field=FloatField()),
+                      device_seconds=Coalesce(Sum("device_seconds"), 0.0, output_field=FloatField()),
+                      money=Coalesce(Sum("cost"), Decimal(0)),
+                      active_params=Max("active_params"), total_params=Max("total_params"))
+            .order_by("-money", "-ticket_id"))
+    if limit:
+        rows = rows[:limit]
+    rows = list(rows)
+    refs = dict(Ticket.objects.filter(pk__in=[r["ticket_id"] for r in rows]).values_list("pk", "subject"))
+    for r in rows:
+        r["money"] = float(r["money"])
+        r["reference"] = f"TCK-{r['ticket_id']:06d}"
+        r["subject"] = refs.get(r["ticket_id"], "")
+        r["saving"] = _saving(r["flops"], r["dense_flops"])
+    return rows
+
+
+_LATENCY_SQL = """
+WITH t AS (
+    SELECT id, created_at FROM support_agents_ticket WHERE (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+),
+firsts AS (
+    SELECT a.ticket_id,
+           MIN(a.at) FILTER (WHERE a.data->>'to' IN ('queued', 'needs_triage')) AS triaged_at,
+           MIN(a.at) FILTER (WHERE a.data->>'to' = 'resolved') AS resolved_at,
+           BOOL_OR(a.data->>'to' = 'escalated') AS escalated
+    FROM support_agents_auditevent a JOIN t ON t.id = a.ticket_id
+    WHERE a.verb = 'ticket.status_changed'
+    GROUP BY a.ticket_id
+),
+drafts AS (
+    SELECT m.ticket_id, MIN(m.created_at) AS drafted_at
+    FROM support_agents_message m JOIN t ON t.id = m.ticket_id
+    WHERE m.author_kind = 'agent'
+    GROUP BY m.ticket_id
+),
+d AS (
+    SELECT EXTRACT(EPOCH FROM f.triaged_at - t.created_at) AS triage,
+           EXTRACT(EPOCH FROM dr.drafted_at - t.created_at) AS draft,
+           EXTRACT(EPOCH FROM f.resolved_at - t.created_at) AS resolution,
+           f.resolved_at IS NOT NULL AS resolved, COALESCE(f.escalated, false) AS escalated
+    FROM t LEFT JOIN firsts f ON f.ticket_id = t.id LEFT JOIN drafts dr ON dr.ticket_id = t.id
+)
+SELECT COUNT(*),
+       COUNT(*) FILTER (WHERE resolved), COUNT(*) FILTER (WHERE escalated),
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY triage),
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY draft),
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY resolution),
+       COUNT(triage), COUNT(draft), COUNT(resolution)
+FROM d
+"""
+
+
+def latency_and_rates(since: datetime | None) -> dict:
+    """Percentiles (s) from ticket creation to triage, first agent draft and resolution, plus rates.
+    percentile_cont ignores NULLs, so unfinished tickets do not count as zero."""
+    with connection.cursor() as cur:
+        cur.execute(_LATENCY_SQL, {"since": since})
+        total, resolved, escalated, tri, dra, res, n_tri, n_dra, n_res = cur.fetchone()
+
+    def pct(values):
+        values = values or [None, None, None]
+        return {q: (float(v) if v is not None else None) for q, v in zip(("p50", "p90", "p99"), values, strict=True)}
+
+    return {
+        "tickets": total,
+        "resolved": resolved,
+        "escalated": escalated,
+        "resolution_rate": resolved / total if total else None,
+        "escalation_rate": escalated / total if total else None,
+        "latency": {"triage": pct(tri), "first draft": pct(dra), "resolution": pct(res)},
+        "samples": {"triage": n_tri, "first draft": n_dra, "resolution": n_res},
+    }
+
+
+_SANKEY_SQL = """
+WITH h AS (
+    SELECT h.ticket_id, h.from_label, h.to_label, h.at, h.id
+    FROM support_agents_handoff h JOIN support_agents_ticket t ON t.id = h.ticket_id
+    WHERE (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s)
+),
+ranked AS (
+    SELECT h.*, ROW_NUMBER() OVER (PARTITION BY ticket_id ORDER BY at, id) AS hop,
+           LAG(to_label) OVER (PARTITION BY ticket_id ORDER BY at, id) AS prev_to,
+           ROW_NUMBER() OVER (PARTITION BY ticket_id ORDER BY at DESC, id DESC) AS rev
+    FROM h
+)
+SELECT 'edge' AS k, COALESCE(prev_to, from_label) || '#' || (hop - 1), to_label || '#' || hop, COUNT(*)
+FROM ranked GROUP BY 2, 3
+UNION ALL
+SELECT 'end', r.to_label || '#' || r.hop,
+       CASE WHEN t.status = 'resolved' THEN 'resolved'
+            WHEN t.status = 'escalated' OR r.to_label = 'human' THEN 'escalated'
+            ELSE 'open' END, COUNT(*)
+FROM ranked r JOIN support_agents_ticket t ON t.id = r.ticket_id
+WHERE r.rev = 1
+GROUP BY 2, 3
+"""
+
+
+def handoff_flows(since: datetime | None) -> list[tuple[str, str, int]]:
+    """(source, target, count) for the Sankey: router -> agent -> (handoffs) -> outcome. Nodes are
+    labelled by hop ("billing#1" = first stop) so a later hop back to an agent stays acyclic. A hop
+    starts where the previous one ended, so an operator's reassignment continues the same path."""
+    with connection.cursor() as cur:
+        cur.execute(_SANKEY_SQL, {"since": since})
+        rows = cur.fetchall()
+
+    def label(node: str) -> str:
+        name, _, hop = node.partition("#")
+        if name == "router" or not hop:
+            return name
+        return name if hop == "1" else f"{name} (hop {hop})"
+
+    return [(label(src), label(dst), int(n)) for _, src, dst, n in rows]
+
+
+def ticket_counts(since: datetime | None) -> dict[str, int]:
+    qs = _window(Ticket.objects.all(), "created_at", since)
+    return qs.aggregate(total=Count("id"), open=Count("id", filter=~Q(status="resolved")))
