@@ -42,13 +42,12 @@ class _Sender:
 
     async def _drain(self) -> None:
         while True:
-            message = await self.queue.get()
+            groups, message = await self.queue.get()
             try:
                 layer = get_channel_layer()
                 if layer is not None:
-                    await layer.group_send(INBOX_GROUP, message)
-                    if message["ticket_id"] is not None:
-                        await layer.group_send(ticket_group(message["ticket_id"]), message)
+                    for group in groups:
+                        await layer.group_send(group, message)
             except Exception:
                 # The database is the source of truth; a lost live event only delays a screen refresh.
                 log.warning(
@@ -59,10 +58,10 @@ class _Sender:
             finally:
                 self.queue.task_done()
 
-    def submit(self, message: dict[str, Any]) -> None:
+    def submit(self, groups: tuple[str, ...], message: dict[str, Any]) -> None:
         def put() -> None:
             try:
-                self.queue.put_nowait(message)
+                self.queue.put_nowait((groups, message))
             except asyncio.QueueFull:
                 log.warning("live event dropped: queue full", extra={"kind": message["kind"]})
 
@@ -84,11 +83,12 @@ def _get_sender() -> _Sender:
         return _sender
 
 
-def send_now(kind: str, ticket_id: int | None, data: dict[str, Any]) -> None:
+def send_now(kind: str, ticket_id: int | None, data: dict[str, Any], *, inbox_only: bool = False) -> None:
     """Queue an event immediately (no transaction); prefer `publish_event`."""
     message = {"type": "moedesk.event", "kind": kind, "ticket_id": ticket_id, "data": data}
+    groups = (INBOX_GROUP,) if ticket_id is None or inbox_only else (INBOX_GROUP, ticket_group(ticket_id))
     try:
-        _get_sender().submit(message)
+        _get_sender().submit(groups, message)
     except Exception:
         log.warning("live event not queued", extra={"kind": kind, "ticket_id": ticket_id}, exc_info=True)
 
@@ -99,6 +99,12 @@ def flush_events(timeout: float = 5.0) -> None:
         _sender.flush(timeout)
 
 
-def publish_event(kind: str, *, ticket_id: int | None, data: dict[str, Any]) -> None:
-    """Send `kind` to the inbox and the ticket's group once the current transaction commits."""
-    transaction.on_commit(lambda: send_now(kind, ticket_id, data))
+def publish_event(
+    kind: str, *, ticket_id: int | None, data: dict[str, Any], inbox_only: bool = False
+) -> None:
+    """Send `kind` to the inbox and the ticket's group once the current transaction commits.
+
+    `inbox_only` skips the ticket's group (each group_send is several Redis commands): for a ticket
+    created in this transaction, whose page nobody can have open yet.
+    """
+    transaction.on_commit(lambda: send_now(kind, ticket_id, data, inbox_only=inbox_only))
