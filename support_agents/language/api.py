@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from . import prompts
+from .constrained import extraction_constraint, reply_constraint
 from .faithfulness import faithfulness_problems
 from .fields import FIELDS, PRODUCTS, grounded, normalize
 
@@ -31,21 +32,26 @@ class Reply:
     problems: list[str] = field(default_factory=list)
 
 
-def complete_batch(model: Any, prompt_texts: list[str], *, max_new_tokens: int) -> tuple[list[str], Any]:
-    """Greedy completions of several prompts in one batched ``model.generate``; cut at the END marker."""
+def complete_batch(model: Any, prompt_texts: list[str], *, max_new_tokens: int,
+                   constraints: list[Any] | None = None) -> tuple[list[str], Any]:
+    """Greedy completions of several prompts in one batched ``model.generate``; cut at the END marker.
+
+    ``constraints``: one token constraint (see ``constrained``) or None per prompt.
+    """
     tok = model.tokenizer
     ids = [tok.encode(p) for p in prompt_texts]
-    out = model.generate(ids, max_new_tokens=max_new_tokens, temperature=0.0, stop=[prompts.END])
+    kw = {"constraints": constraints} if constraints is not None and any(c is not None for c in constraints) else {}
+    out = model.generate(ids, max_new_tokens=max_new_tokens, temperature=0.0, stop=[prompts.END], **kw)
     # keep special tokens while decoding so the END marker itself is seen and cut
     texts = [tok.decode(list(t), skip_special_tokens=False).split(prompts.END, 1)[0] for t in out.tokens]
     return texts, out
 
 
 def complete(model: Any, prompt: str, *, max_new_tokens: int, trace: list[ModelCall] | None = None,
-             task: str = "") -> str:
+             task: str = "", constraint: Any = None) -> str:
     """Greedy completion of one prompt through ``model.generate``; stops at the END marker."""
     t0 = time.perf_counter()
-    (text,), out = complete_batch(model, [prompt], max_new_tokens=max_new_tokens)
+    (text,), out = complete_batch(model, [prompt], max_new_tokens=max_new_tokens, constraints=[constraint])
     if trace is not None:
         usage = out.usage[0] if getattr(out, "usage", None) else None
         routing = out.routing[0] if getattr(out, "routing", None) else None
@@ -80,17 +86,21 @@ def extract_arguments(
     fields: list[str],
     today: date | None = None,
     trace: list[ModelCall] | None = None,
+    constrained: bool = True,
 ) -> dict[str, str | None]:
     """Values for ``fields`` (from FIELDS) found in the customer's text, normalised; None if absent.
 
-    A value the model proposes is kept only when it is well-formed for its field and occurs in the
-    text, so a hallucinated amount or card number never reaches a tool.
+    Decoding is constrained (``constrained.ExtractionConstraint``): the model writes the JSON object
+    for exactly these fields and each value is null or a span of the text valid for its field. The
+    value is still checked afterwards (well-formed, occurs in the text), so a hallucinated amount or
+    card number never reaches a tool even with ``constrained=False``.
     """
     check_fields(fields)
     if not fields:
         return {}
+    constraint = extraction_constraint(model, text, fields, today) if constrained else None
     completion = complete(model, prompts.extract_prompt(intent, text, fields), max_new_tokens=extraction_budget(fields),
-                          trace=trace, task="extract_arguments")
+                          trace=trace, task="extract_arguments", constraint=constraint)
     return arguments_from_completion(completion, text=text, fields=fields, today=today)
 
 
@@ -117,14 +127,20 @@ def write_reply(
     message: str,
     products: Iterable[str] = PRODUCTS,
     trace: list[ModelCall] | None = None,
+    constrained: bool = True,
 ) -> Reply:
     """A reply written by the model from the facts, checked for faithfulness to them.
 
-    ``faithful`` is False when the text names any amount, number, date, currency or product that is
-    not among the facts (``problems`` lists each); the caller then sends ``template_reply`` instead.
+    Decoding is constrained (``constrained.ReplyConstraint``) so that numbers, dates, references,
+    currencies and products can only be copied from the facts. ``faithful`` is still checked
+    independently: it is False when the text names any amount, number, date, currency or product that
+    is not among the facts (``problems`` lists each), or is empty; the caller then sends
+    ``template_reply`` instead.
     """
+    products = tuple(products)
+    constraint = reply_constraint(model, facts, customer_name, products) if constrained else None
     completion = complete(model, prompts.reply_prompt(customer_name, intent, facts, message),
-                          max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply")
+                          max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply", constraint=constraint)
     return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products)
 
 

@@ -1,12 +1,17 @@
 """Evaluate an agent checkpoint on held-out examples: extraction exact match and reply faithfulness.
 
     python -m support_agents.language.evaluate --model checkpoints/agent \\
-        --data var/agent_data/validation.jsonl --out checkpoints/agent/eval.json
+        --data var/agent_data2/validation.jsonl --out checkpoints/agent/eval.json [--unconstrained] [--solo 50]
 
 Held-out examples come from ``synth`` over the Banking77 validation queries (never trained on).
 Extraction exact match: the normalised arguments equal the expected ones for every requested field
 (None included). Faithfulness: the share of model replies with no faithfulness problem. We also
 report how often a reply mentions every fact value (specificity) and examples of failures.
+
+Decoding is constrained as in the pipeline (``constrained``) unless ``--unconstrained``. Seconds are
+wall time on one thread (``torch.set_num_threads(1)``) for batches of 32, constraint building
+included; ``--solo N`` also times N calls of ``extract_arguments`` / ``write_reply`` one at a time,
+as the pipeline makes them.
 """
 from __future__ import annotations
 
@@ -22,21 +27,28 @@ from .api import (
     REPLY_BUDGET,
     arguments_from_completion,
     complete_batch,
+    extract_arguments,
     extraction_budget,
     reply_from_completion,
+    write_reply,
 )
+from .constrained import extraction_constraint, reply_constraint
 
 
-def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int = 32) -> dict[str, Any]:
+def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int = 32, constrained: bool = True,
+             solo: int = 0) -> dict[str, Any]:
     ext = [e for e in examples if e["task"] == "extract"]
     rep = [e for e in examples if e["task"] == "reply"]
     t0 = time.perf_counter()
     exact = field_ok = field_n = 0
     failures: list[dict] = []
+    dead_ends = 0
     for s in range(0, len(ext), batch_size):
         chunk = ext[s : s + batch_size]
         budget = max(extraction_budget(e["fields"]) for e in chunk)
-        texts, _ = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=budget)
+        cons = [extraction_constraint(model, e["text"], e["fields"], today) for e in chunk] if constrained else None
+        texts, out = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=budget, constraints=cons)
+        dead_ends += out.finish_reasons.count("constraint")
         for e, c in zip(chunk, texts, strict=True):
             got = arguments_from_completion(c, text=e["text"], fields=e["fields"], today=today)
             ok = got == e["expected"]
@@ -52,7 +64,9 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
     samples: list[str] = []
     for s in range(0, len(rep), batch_size):
         chunk = rep[s : s + batch_size]
-        texts, _ = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=REPLY_BUDGET)
+        cons = [reply_constraint(model, e["facts"], e["customer_name"]) for e in chunk] if constrained else None
+        texts, out = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=REPLY_BUDGET, constraints=cons)
+        dead_ends += out.finish_reasons.count("constraint")
         for e, c in zip(chunk, texts, strict=True):
             r = reply_from_completion(c + prompts.END, customer_name=e["customer_name"], facts=e["facts"])
             faithful += r.faithful
@@ -62,7 +76,9 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
             if not r.faithful and len(rep_failures) < 8:
                 rep_failures.append({"facts": e["facts"], "reply": r.text, "problems": r.problems})
     t_rep = time.perf_counter() - t0
+    timing = solo_timing(model, ext[:solo], rep[:solo], today=today, constrained=constrained) if solo else {}
     return {
+        "constrained": constrained,
         "extraction_exact_match": exact / max(len(ext), 1),
         "extraction_field_accuracy": field_ok / max(field_n, 1),
         "n_extraction": len(ext),
@@ -71,10 +87,29 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
         "n_reply": len(rep),
         "seconds_extraction": round(t_ext, 1),
         "seconds_reply": round(t_rep, 1),
+        "seconds_per_extraction_batched": round(t_ext / max(len(ext), 1), 4),
+        "seconds_per_reply_batched": round(t_rep / max(len(rep), 1), 4),
+        **timing,
+        "constraint_dead_ends": dead_ends,
         "extraction_failures": failures,
         "reply_failures": rep_failures,
         "reply_samples": samples,
     }
+
+
+def solo_timing(model: Any, ext: list[dict], rep: list[dict], *, today: date, constrained: bool) -> dict[str, Any]:
+    """Mean seconds of single ``extract_arguments`` / ``write_reply`` calls (batch of one)."""
+    t0 = time.perf_counter()
+    for e in ext:
+        extract_arguments(model, intent=e["intent"], text=e["text"], fields=e["fields"], today=today,
+                          constrained=constrained)
+    t1 = time.perf_counter()
+    for e in rep:
+        write_reply(model, customer_name=e["customer_name"], intent=e["intent"], facts=e["facts"], message=e["text"],
+                    constrained=constrained)
+    t2 = time.perf_counter()
+    return {"solo_calls": len(ext), "seconds_per_extraction_solo": round((t1 - t0) / max(len(ext), 1), 4),
+            "seconds_per_reply_solo": round((t2 - t1) / max(len(rep), 1), 4)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,10 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
     ap.add_argument("--today", default="2026-11-23")
     ap.add_argument("--card", action="store_true", help="append the results to the model's model_card.md")
+    ap.add_argument("--unconstrained", action="store_true", help="plain greedy decoding (the pre-constraint baseline)")
+    ap.add_argument("--solo", type=int, default=0, help="also time N single calls of each task (batch of one)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (timings in the docs use 1)")
     a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
     model = load_model(a.model)
     examples = [json.loads(line) for line in a.data.read_text().splitlines() if line.strip()][: a.limit]
-    res = evaluate(model, examples, today=date.fromisoformat(a.today))
+    res = evaluate(model, examples, today=date.fromisoformat(a.today), constrained=not a.unconstrained, solo=a.solo)
     a.out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
     summary = {k: v for k, v in res.items() if not isinstance(v, list)}
     print(json.dumps(summary, indent=1))

@@ -116,6 +116,31 @@ def test_dashboard_numbers(op):
     assert op.get("/console/dashboard/?range=forever").status_code == 400
 
 
+def test_all_time_dashboard_is_reused_until_new_rows_arrive(op):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.console.metrics import all_time_cache
+
+    all_time_cache.clear()
+    t1, run1 = ticket_with_run(agent="billing")
+    model_step(run1, 0, prompt_tokens=100, completion_tokens=20)
+    first = op.get("/console/dashboard/?range=all")
+    assert first.context["totals"]["calls"] == 1 and first.context["rates"]["tickets"] == 1
+
+    with CaptureQueriesContext(connection) as again:
+        second = op.get("/console/dashboard/?range=all")
+    sqls = " ".join(q["sql"] for q in again.captured_queries)
+    assert "percentile_cont" not in sqls and "support_agents_runstep" in sqls  # watermark only
+    assert second.context["totals"] == first.context["totals"]
+
+    model_step(run1, 1, prompt_tokens=7, completion_tokens=3)                  # a new model call...
+    third = op.get("/console/dashboard/?range=all")
+    assert third.context["totals"]["calls"] == 2 and third.context["totals"]["tokens_in"] == 107  # ...shows
+    t2, _ = ticket_with_run(agent="technical", email="t@example.com")          # and so does a new ticket
+    assert op.get("/console/dashboard/?range=all").context["rates"]["tickets"] == 2
+
+
 def test_csv_export(op):
     t1, run1 = ticket_with_run()
     model_step(run1, 0, prompt_tokens=7, completion_tokens=3, flops=1e9, dense_flops=2e9, cost="0.00000500")

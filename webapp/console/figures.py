@@ -176,14 +176,17 @@ def cost_by_agent_figure(rows: Sequence[dict]) -> dict:
             {"type": "bar", "name": "dense-equivalent FLOPs", "x": agents, "y": [r["dense_flops"] for r in rows]},
             {"type": "scatter", "mode": "markers+text", "name": "money", "x": agents,
              "y": [r["money"] for r in rows], "yaxis": "y2",
-             "text": [f"{r['money']:.4f}" for r in rows], "textposition": "top center",
+             # Per-call money is often fractions of a cent: significant digits, not fixed decimals.
+             "text": [f"{r['money']:.3g}" for r in rows], "textposition": "top center",
              "marker": {"size": 12, "symbol": "diamond"}},
         ],
         "layout": _layout(
             title={"text": "Compute and cost per agent"}, barmode="group",
             yaxis={"title": {"text": "FLOPs"}, "type": "log"},
-            yaxis2={"title": {"text": "money"}, "overlaying": "y", "side": "right", "rangemode": "tozero"},
+            yaxis2={"title": {"text": "money"}, "overlaying": "y", "side": "right", "rangemode": "tozero",
+                    "tickformat": ".2g"},
             legend={"orientation": "h", "y": -0.2}, height=360,
+            margin={**_LAYOUT_BASE["margin"], "r": 80},  # room for the money axis on the right
         ),
     }
 

@@ -6,10 +6,12 @@ device seconds, cost at the price then in force, FLOPs spent and the dense-equiv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count, F, FloatField, Max, Q, Sum
@@ -82,22 +84,23 @@ def cost_per_ticket(since: datetime | None, *, limit: int | None = 20) -> list[d
 
 
 _LATENCY_SQL = """
-WITH t AS (
-    SELECT id, created_at FROM support_agents_ticket WHERE (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
-),
-firsts AS (
+WITH firsts AS (
+    -- Only the transitions the figures need; a ticket's events are never older than the ticket,
+    -- so the time window also bounds the events (and the `at` index serves short windows).
     SELECT a.ticket_id,
            MIN(a.at) FILTER (WHERE a.data->>'to' IN ('queued', 'needs_triage')) AS triaged_at,
            MIN(a.at) FILTER (WHERE a.data->>'to' = 'resolved') AS resolved_at,
            BOOL_OR(a.data->>'to' = 'escalated') AS escalated
-    FROM support_agents_auditevent a JOIN t ON t.id = a.ticket_id
-    WHERE a.verb = 'ticket.status_changed'
+    FROM support_agents_auditevent a
+    WHERE a.verb = 'ticket.status_changed' AND a.ticket_id IS NOT NULL
+      AND a.data->>'to' IN ('queued', 'needs_triage', 'resolved', 'escalated')
+      AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
     GROUP BY a.ticket_id
 ),
 drafts AS (
     SELECT m.ticket_id, MIN(m.created_at) AS drafted_at
-    FROM support_agents_message m JOIN t ON t.id = m.ticket_id
-    WHERE m.author_kind = 'agent'
+    FROM support_agents_message m
+    WHERE m.author_kind = 'agent' AND (%(since)s::timestamptz IS NULL OR m.created_at >= %(since)s)
     GROUP BY m.ticket_id
 ),
 d AS (
@@ -105,7 +108,9 @@ d AS (
            EXTRACT(EPOCH FROM dr.drafted_at - t.created_at) AS draft,
            EXTRACT(EPOCH FROM f.resolved_at - t.created_at) AS resolution,
            f.resolved_at IS NOT NULL AS resolved, COALESCE(f.escalated, false) AS escalated
-    FROM t LEFT JOIN firsts f ON f.ticket_id = t.id LEFT JOIN drafts dr ON dr.ticket_id = t.id
+    FROM support_agents_ticket t
+    LEFT JOIN firsts f ON f.ticket_id = t.id LEFT JOIN drafts dr ON dr.ticket_id = t.id
+    WHERE (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s)
 )
 SELECT COUNT(*),
        COUNT(*) FILTER (WHERE resolved), COUNT(*) FILTER (WHERE escalated),
@@ -140,27 +145,23 @@ def latency_and_rates(since: datetime | None) -> dict:
 
 
 _SANKEY_SQL = """
-WITH h AS (
-    SELECT h.ticket_id, h.from_label, h.to_label, h.at, h.id
+-- One pass over the handoffs (one sort for all three window functions, the ticket's status carried
+-- along instead of a second join); edges and outcomes are assembled in Python from the groups.
+SELECT COALESCE(prev_to, from_label), hop, to_label, last,
+       CASE WHEN status = 'resolved' THEN 'resolved'
+            WHEN status = 'escalated' OR to_label = 'human' THEN 'escalated'
+            ELSE 'open' END,
+       COUNT(*)
+FROM (
+    SELECT h.from_label, h.to_label, t.status,
+           ROW_NUMBER() OVER w AS hop,
+           LAG(h.to_label) OVER w AS prev_to,
+           LEAD(h.id) OVER w IS NULL AS last
     FROM support_agents_handoff h JOIN support_agents_ticket t ON t.id = h.ticket_id
     WHERE (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s)
-),
-ranked AS (
-    SELECT h.*, ROW_NUMBER() OVER (PARTITION BY ticket_id ORDER BY at, id) AS hop,
-           LAG(to_label) OVER (PARTITION BY ticket_id ORDER BY at, id) AS prev_to,
-           ROW_NUMBER() OVER (PARTITION BY ticket_id ORDER BY at DESC, id DESC) AS rev
-    FROM h
-)
-SELECT 'edge' AS k, COALESCE(prev_to, from_label) || '#' || (hop - 1), to_label || '#' || hop, COUNT(*)
-FROM ranked GROUP BY 2, 3
-UNION ALL
-SELECT 'end', r.to_label || '#' || r.hop,
-       CASE WHEN t.status = 'resolved' THEN 'resolved'
-            WHEN t.status = 'escalated' OR r.to_label = 'human' THEN 'escalated'
-            ELSE 'open' END, COUNT(*)
-FROM ranked r JOIN support_agents_ticket t ON t.id = r.ticket_id
-WHERE r.rev = 1
-GROUP BY 2, 3
+    WINDOW w AS (PARTITION BY h.ticket_id ORDER BY h.at, h.id)
+) hops
+GROUP BY 1, 2, 3, 4, 5
 """
 
 
@@ -172,13 +173,65 @@ def handoff_flows(since: datetime | None) -> list[tuple[str, str, int]]:
         cur.execute(_SANKEY_SQL, {"since": since})
         rows = cur.fetchall()
 
-    def label(node: str) -> str:
-        name, _, hop = node.partition("#")
-        if name == "router" or not hop:
+    def label(name: str, hop: int) -> str:
+        if name == "router" or hop == 0:
             return name
-        return name if hop == "1" else f"{name} (hop {hop})"
+        return name if hop == 1 else f"{name} (hop {hop})"
 
-    return [(label(src), label(dst), int(n)) for _, src, dst, n in rows]
+    edges: dict[tuple[str, str], int] = {}
+    ends: dict[tuple[str, str], int] = {}
+    for src, hop, dst, last, outcome, n in rows:
+        key = (label(src, hop - 1), label(dst, hop))
+        edges[key] = edges.get(key, 0) + int(n)
+        if last:
+            end = (label(dst, hop), outcome)
+            ends[end] = ends.get(end, 0) + int(n)
+    return [(a, b, n) for (a, b), n in edges.items()] + [(a, b, n) for (a, b), n in ends.items()]
+
+
+_WATERMARK_SQL = """
+SELECT (SELECT MAX(id) FROM support_agents_ticket), (SELECT MAX(id) FROM support_agents_auditevent),
+       (SELECT MAX(id) FROM support_agents_runstep), (SELECT MAX(id) FROM support_agents_handoff),
+       (SELECT MAX(id) FROM support_agents_message), (SELECT MAX(id) FROM support_agents_agentrun)
+"""
+
+
+def data_watermark() -> tuple:
+    """The newest id of every table the dashboard aggregates (six primary-key lookups).
+
+    These tables only grow while a ticket moves: a status change writes an audit row, a model call a
+    step, a handoff a row, a draft a message. So an unchanged watermark means unchanged all-time
+    figures (rows edited in place without any new row, e.g. by hand in SQL, are not noticed)."""
+    with connection.cursor() as cur:
+        cur.execute(_WATERMARK_SQL)
+        return tuple(cur.fetchone())
+
+
+class WatermarkCache:
+    """One computed value per process, reused while the data watermark is unchanged. Per process
+    (not Redis) so that a recreated database whose ids start again can never be served another
+    database's figures; each web process recomputes at most once per change."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mark: tuple | None = None
+        self._value: Any = None
+
+    def get(self, mark: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._mark == mark:
+                return self._value
+        value = compute()
+        with self._lock:
+            self._mark, self._value = mark, value
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._mark, self._value = None, None
+
+
+all_time_cache = WatermarkCache()
 
 
 def ticket_counts(since: datetime | None) -> dict[str, int]:

@@ -21,15 +21,22 @@ CLOSED_STATUSES = (TicketStatus.RESOLVED,)
 SLA = {"urgent": timedelta(hours=1), "high": timedelta(hours=4), "normal": timedelta(hours=24),
        "low": timedelta(hours=72)}
 SLA_STOPPED = {TicketStatus.REPLIED, TicketStatus.RESOLVED}
+# Mirrored by the console_ticket_priority_rank index (migration console 0003): keep them identical.
 PRIORITY_RANK = Case(
     When(priority="urgent", then=Value(0)), When(priority="high", then=Value(1)),
     When(priority="normal", then=Value(2)), default=Value(3), output_field=IntegerField(),
 )
 
 
+INBOX_ROW_FIELDS = ("id", "subject", "body", "status", "queue", "intent", "confidence", "priority", "created_at",
+                    "updated_at", "customer__name", "customer__email", "assigned_agent__slug")
+
+
 def inbox_tickets(*, q: str = "", status: str = OPEN, queue: str = "", priority: str = "", intent: str = "",
                   sort: str = "-created_at") -> QuerySet[Ticket]:
-    qs = Ticket.objects.select_related("customer", "assigned_agent")
+    # Only what a row shows: the agent profile's prompt/settings and the ticket's metadata would
+    # otherwise ride along through every sort and page.
+    qs = Ticket.objects.select_related("customer", "assigned_agent").only(*INBOX_ROW_FIELDS)
     if status == OPEN:
         qs = qs.exclude(status__in=CLOSED_STATUSES)
     elif status:

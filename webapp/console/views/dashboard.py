@@ -12,11 +12,9 @@ from ..forms import TimeRangeForm
 from ..timerange import since
 
 
-def _context(request: HttpRequest) -> tuple[dict, int]:
-    form = TimeRangeForm(request.GET or {"range": "24h"})
-    if not form.is_valid():
-        return {"form": form, "nav": "dashboard", "invalid": True}, 400
-    start = since(form.cleaned_data["range"] or "24h")
+def _aggregates(range_key: str) -> dict:
+    """Everything the panels show for one time range, computed in PostgreSQL."""
+    start = since(range_key)
     with metrics.analytics_transaction():
         agents = metrics.cost_per_agent(start)
         rates = metrics.latency_and_rates(start)
@@ -30,11 +28,23 @@ def _context(request: HttpRequest) -> tuple[dict, int]:
         figs["cost"] = figures.cost_by_agent_figure(agents)
     if flows:
         figs["sankey"] = figures.sankey_figure(flows, title="Ticket flow: router → agents → handoffs → outcome")
-    return {
-        "form": form, "nav": "dashboard", "range": form.cleaned_data["range"] or "24h",
-        "agents": agents, "tickets": tickets, "rates": rates,
-        "totals": totals, "figs": figs, "generated": timezone.now(),
-    }, 200
+    return {"agents": agents, "tickets": tickets, "rates": rates, "totals": totals, "figs": figs,
+            "generated": timezone.now()}
+
+
+def _context(request: HttpRequest) -> tuple[dict, int]:
+    form = TimeRangeForm(request.GET or {"range": "24h"})
+    if not form.is_valid():
+        return {"form": form, "nav": "dashboard", "invalid": True}, 400
+    key = form.cleaned_data["range"] or "24h"
+    if key == "all":
+        # All-time figures depend only on the data, never on the clock: reuse them until a row is
+        # added (every live event this page reacts to adds one), instead of re-aggregating every
+        # ticket for each viewer on each event.
+        data = metrics.all_time_cache.get(metrics.data_watermark(), lambda: _aggregates(key))
+    else:
+        data = _aggregates(key)
+    return {"form": form, "nav": "dashboard", "range": key, **data}, 200
 
 
 @operator_required
