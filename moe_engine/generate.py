@@ -3,12 +3,17 @@
 Every batch row has its own positions (cache slot = position), so prompts of any length share a
 batch, and a new request can take a free row between two decode steps (continuous batching). A
 finished row is refilled by moving the last row into it, so decode always runs on rows [0, n).
+
+A request may carry a ``TokenConstraint`` (structured decoding, as in Outlines or llama.cpp
+grammars): before each greedy or sampled pick, its disallowed logits become -inf. Rows without one
+pay nothing.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -22,7 +27,7 @@ class GenerateOutput:
     tokens: list[list[int]]  # generated ids per prompt (a stop token id, if hit, is the last one)
     routing: list[Tensor]  # per prompt int [moe_layers, fed_tokens, top_k]; fed = prompt + generated - 1
     usage: list[Usage]
-    finish_reasons: list[str]  # "stop" | "length"
+    finish_reasons: list[str]  # "stop" | "length" | "constraint" (its constraint allowed no token)
     texts: list[str] | None = None  # decoded, cut before a stop string (when a tokenizer is present)
 
 
@@ -32,6 +37,18 @@ class ClassifyOutput:
     routing: list[Tensor]  # per prompt int [moe_layers, tokens, top_k]
     usage: list[Usage]
     labels: list[str] = field(default_factory=list)  # argmax label names (config.id2label)
+
+
+class TokenConstraint(Protocol):
+    """Per-request rule for the next token, asked once per decode step."""
+
+    def allowed(self, generated: Sequence[int]) -> Tensor | Sequence[int] | None:
+        """Allowed next-token ids, or a bool mask over the vocabulary, given the ids generated so far.
+
+        None: no restriction at this step. Nothing allowed: the request ends with finish reason
+        "constraint" (no token is appended).
+        """
+        ...
 
 
 @dataclass(eq=False)
@@ -44,6 +61,7 @@ class Request:
     stop_ids: frozenset[int] = frozenset()
     stop_strs: tuple[str, ...] = ()
     on_done: Callable[[Request], None] | None = None
+    constraint: TokenConstraint | None = None
     out: list[int] = field(default_factory=list)
     finish: str | None = None
     text: str | None = None
@@ -62,6 +80,7 @@ def make_request(
     model: Transformer, ids: Sequence[int], *, max_new_tokens: int = 64, temperature: float = 0.0,
     top_p: float = 1.0, seed: int | None = None, stop: Sequence[int | str] | int | str | None = None,
     eos: bool = True, on_done: Callable[[Request], None] | None = None,
+    constraint: TokenConstraint | None = None,
 ) -> Request:
     """Validate one request. ``stop``: token ids and/or strings; ``eos`` adds the model's EOS ids."""
     ids = [int(t) for t in ids]
@@ -91,15 +110,44 @@ def make_request(
     if temperature > 0:
         gen = torch.Generator(device=model.device)
         gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    if constraint is not None and not callable(getattr(constraint, "allowed", None)):
+        raise ValueError("constraint must have an allowed(generated_ids) method")
     return Request(ids, max_new_tokens, float(temperature), float(top_p), gen, frozenset(stop_ids), stop_strs,
-                   on_done)
+                   on_done, constraint)
+
+
+DEAD_END = -1  # sampled "token" of a row whose constraint allows nothing
+
+
+def apply_constraints(logits: Tensor, reqs: Sequence[Request]) -> list[int]:
+    """Set disallowed logits of constrained rows to -inf in place; returns the rows left with no token."""
+    dead = []
+    for i, r in enumerate(reqs):
+        if r.constraint is None or r.max_new_tokens == 0:
+            continue
+        allowed = r.constraint.allowed(r.out)
+        if allowed is None:
+            continue
+        if isinstance(allowed, Tensor) and allowed.dtype == torch.bool:
+            mask = allowed.to(logits.device)
+        else:
+            mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            mask[torch.as_tensor(allowed, dtype=torch.long, device=logits.device)] = True
+        if not mask.any():
+            dead.append(i)
+        logits[i].masked_fill_(~mask, float("-inf"))
+    return dead
 
 
 def sample(logits: Tensor, reqs: Sequence[Request]) -> Tensor:
-    """Greedy rows by argmax (batched); sampled rows with their own seeded generator."""
+    """Greedy rows by argmax (batched); sampled rows with their own seeded generator.
+
+    Constrained rows are masked first; a row whose constraint allows nothing gets ``DEAD_END``.
+    """
+    dead = apply_constraints(logits, reqs) if any(r.constraint is not None for r in reqs) else []
     out = logits.argmax(-1)
     for i, r in enumerate(reqs):
-        if r.temperature > 0:
+        if r.temperature > 0 and i not in dead:
             probs = torch.softmax(logits[i].float() / r.temperature, dim=-1)
             if r.top_p < 1.0:
                 p, idx = probs.sort(descending=True)
@@ -107,6 +155,8 @@ def sample(logits: Tensor, reqs: Sequence[Request]) -> Tensor:
                 p = p.masked_fill(drop, 0.0)
                 probs = torch.zeros_like(probs).scatter_(0, idx, p)
             out[i] = torch.multinomial(probs, 1, generator=r.generator)[0]
+    for i in dead:
+        out[i] = DEAD_END
     return out
 
 
@@ -197,6 +247,8 @@ class Scheduler:
             r = self.rows[i]
             if r.max_new_tokens == 0:
                 r.finish = "length"
+            elif t == DEAD_END:
+                r.finish = "constraint"
             else:
                 r.out.append(t)
                 if t in r.stop_ids or self._hit_stop_str(r):
@@ -260,18 +312,22 @@ def generate(
     model: Transformer, prompts: str | Sequence[str] | Sequence[Sequence[int]], max_new_tokens: int = 64, *,
     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
     stop: Sequence[int | str] | int | str | None = None, eos: bool = True, max_batch: int | None = None,
-    prices: Prices | None = None,
+    prices: Prices | None = None, constraints: Sequence[TokenConstraint | None] | None = None,
 ) -> GenerateOutput:
     """Generate for every prompt in one batch (rows refill from the queue if ``max_batch`` is smaller).
 
     With ``seed``, prompt i samples from its own generator seeded ``seed + i``, so its output does not
-    depend on what else is in the batch.
+    depend on what else is in the batch. ``constraints[i]`` (or None) restricts prompt i's tokens.
     """
     toks = _as_token_lists(model, prompts)
+    if constraints is None:
+        constraints = [None] * len(toks)
+    if len(constraints) != len(toks):
+        raise ValueError(f"{len(constraints)} constraints for {len(toks)} prompts")
     reqs = [
         make_request(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                     seed=None if seed is None else seed + i, stop=stop, eos=eos)
-        for i, ids in enumerate(toks)
+                     seed=None if seed is None else seed + i, stop=stop, eos=eos, constraint=c)
+        for i, (ids, c) in enumerate(zip(toks, constraints, strict=True))
     ]
     if not reqs:
         return GenerateOutput([], [], [], [], [])

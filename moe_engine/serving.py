@@ -17,7 +17,15 @@ from torch import Tensor
 
 from .config import ModelArgs
 from .cost import Prices, Usage
-from .generate import ClassifyOutput, GenerateOutput, Request, Scheduler, _as_token_lists, make_request
+from .generate import (
+    ClassifyOutput,
+    GenerateOutput,
+    Request,
+    Scheduler,
+    TokenConstraint,
+    _as_token_lists,
+    make_request,
+)
 from .model import Prompts, Transformer
 from .telemetry import RoutingStats
 from .tokenizer import Tokenizer
@@ -62,7 +70,7 @@ class BatchingEngine:
         return self.model.telemetry
 
     def submit(self, ids: Sequence[int] | str, **gen: Any) -> Future:
-        """Queue one prompt (token ids or text); ``gen`` as for ``model.generate`` (seed, stop, ...)."""
+        """Queue one prompt (token ids or text); ``gen`` as for ``make_request`` (seed, stop, constraint, ...)."""
         if self._closed:
             raise RuntimeError("BatchingEngine is closed")
         (ids,) = _as_token_lists(self.model, [ids])
@@ -79,11 +87,16 @@ class BatchingEngine:
         return fut
 
     def generate(self, prompts: Prompts, max_new_tokens: int = 64, *, seed: int | None = None,
-                 **gen: Any) -> GenerateOutput:
+                 constraints: Sequence[TokenConstraint | None] | None = None, **gen: Any) -> GenerateOutput:
         """Blocking, model.generate-compatible: every prompt becomes one queued request."""
         toks = _as_token_lists(self.model, prompts)
-        futs = [self.submit(p, max_new_tokens=max_new_tokens, seed=None if seed is None else seed + i, **gen)
-                for i, p in enumerate(toks)]
+        if constraints is None:
+            constraints = [None] * len(toks)
+        if len(constraints) != len(toks):
+            raise ValueError(f"{len(constraints)} constraints for {len(toks)} prompts")
+        futs = [self.submit(p, max_new_tokens=max_new_tokens, seed=None if seed is None else seed + i,
+                            constraint=c, **gen)
+                for i, (p, c) in enumerate(zip(toks, constraints, strict=True))]
         outs = [f.result() for f in futs]
         texts = [o.text for o in outs] if self.model.tokenizer is not None else None
         return GenerateOutput([o.tokens for o in outs], [o.routing for o in outs], [o.usage for o in outs],

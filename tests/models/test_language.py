@@ -1,9 +1,23 @@
-"""Parsing, normalisation and faithfulness checks of the agents' language functions (no model)."""
+"""Parsing, normalisation, faithfulness checks and constrained decoding of the language functions.
+
+The constraint tests use the shipped agent tokenizer's vocabulary; one test runs the shipped model.
+"""
+import json
+import random
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from moe_engine.tokenizer import Tokenizer
 from support_agents.language import FIELDS, faithfulness_problems, normalize, template_reply
+from support_agents.language.api import arguments_from_completion
+from support_agents.language.constrained import (
+    ExtractionConstraint,
+    ReplyConstraint,
+    value_candidates,
+    vocab_for,
+)
 from support_agents.language.fields import grounded
 from support_agents.language.prompts import (
     END,
@@ -111,3 +125,109 @@ def test_template_reply_is_faithful():
 
 def test_field_vocabulary_is_documented():
     assert {"amount", "currency", "merchant", "date", "card_last4"} <= set(FIELDS)
+
+
+# -- constrained decoding (the shipped tokenizer's vocabulary, no model) ------------------------------
+AGENT = Path(__file__).resolve().parents[2] / "checkpoints" / "agent"
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return vocab_for(Tokenizer.from_dir(AGENT))
+
+
+def _walk(constraint, ids):
+    """Index of the first token the constraint refuses, or None when every one is allowed."""
+    for n, t in enumerate(ids):
+        allowed = constraint.allowed(ids[:n])
+        ok = bool(allowed[t]) if hasattr(allowed, "dtype") else t in allowed
+        if not ok:
+            return n
+    return None
+
+
+def _random_walk(constraint, vocab, rng, steps, prefer_digits=False):
+    out = []
+    for _ in range(steps):
+        allowed = constraint.allowed(out)
+        ids = allowed.nonzero().flatten().tolist() if hasattr(allowed, "dtype") else list(allowed)
+        assert ids, f"dead end after {_text(vocab, out)!r}"
+        digits = [i for i in ids if vocab.has_digit[i]]
+        t = rng.choice(digits) if prefer_digits and digits and rng.random() < 0.6 else rng.choice(ids)
+        out.append(t)
+        if t == vocab.end_id:
+            break
+    return out
+
+
+def _text(vocab, ids):
+    return b"".join(vocab.bytes[i] or b"" for i in ids).decode("utf-8", "replace")
+
+
+CUSTOMER = "Card ending 0135, in Egypt. I paid 14.94 chf to Luca Haddad at Decathlon on 21/07/2026."
+
+
+def test_value_candidates_are_grounded_spans():
+    assert value_candidates("amount", CUSTOMER) == {"14.94"}  # not the card digits, not the date's pieces
+    assert value_candidates("card_last4", CUSTOMER) == {"0135"}
+    assert value_candidates("currency", CUSTOMER) == {"chf", "CHF"}
+    assert value_candidates("recipient", CUSTOMER) >= {"Luca Haddad"}
+    assert "Haddad" not in value_candidates("recipient", CUSTOMER)  # only whole names
+    assert "Card" not in value_candidates("recipient", CUSTOMER)  # a sentence opener
+    assert value_candidates("date", CUSTOMER) == {"21/07/2026"}
+    assert value_candidates("transfer_reference", CUSTOMER) == set()
+
+
+def test_extraction_constraint_allows_the_answer_and_refuses_inventions(vocab):
+    fields = ["amount", "currency", "card_last4", "transfer_reference"]
+    tok = Tokenizer.from_dir(AGENT)
+    good = '{"amount": "14.94", "currency": "CHF", "card_last4": "0135", "transfer_reference": null}<|end|>'
+    assert _walk(ExtractionConstraint(vocab, CUSTOMER, fields), tok.encode(good)) is None
+    for bad in ('{"amount": "14.05", ', '{"amount": "14.94", "currency": "USD"', '{"currency": "CHF"',
+                '{"amount": "14.94", "currency": "CHF", "card_last4": "1575"',
+                '{"amount": "14.94", "currency": "CHF", "card_last4": null, "transfer_reference": "'):
+        assert _walk(ExtractionConstraint(vocab, CUSTOMER, fields), tok.encode(bad)) is not None, bad
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_walks_under_the_extraction_constraint_give_grounded_json(vocab, seed):
+    rng = random.Random(seed)
+    fields = rng.sample(["amount", "currency", "merchant", "date", "card_last4", "country", "recipient"], 4)
+    c = ExtractionConstraint(vocab, CUSTOMER, fields, TODAY)
+    ids = _random_walk(c, vocab, rng, 200)
+    assert ids[-1] == vocab.end_id
+    text = _text(vocab, ids[:-1])
+    obj = json.loads(text)
+    assert list(obj) == fields
+    got = arguments_from_completion(text, text=CUSTOMER, fields=fields, today=TODAY)
+    for f in fields:  # every value the walk wrote survives grounding and normalisation
+        assert (obj[f] is None) == (got[f] is None), (f, obj[f])
+
+
+REPLY_FACTS = {"transaction": "TX4599901010", "amount": "38.16 USD", "date": "2026-09-06", "fee": "0.50 GBP",
+               "product": "Metal card", "answer": "Refunds take 3 to 5 business days."}
+
+
+def test_reply_constraint_allows_a_faithful_reply_and_refuses_unfaithful_ones(vocab):
+    tok = Tokenizer.from_dir(AGENT)
+    good = ("Hi Maya, we found TX4599901010: 38.16 USD on 2026-09-06, a 0.50 GBP fee on your Metal card. "
+            "Refunds take 3 to 5 business days.<|end|>")
+    assert faithfulness_problems(good.replace("<|end|>", ""), REPLY_FACTS, customer_name="Maya Khan") == []
+    assert _walk(ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan"), tok.encode(good)) is None
+    # stricter than the check: a reference with one digit changed is refused too
+    assert _walk(ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan"), tok.encode("We found TX4599901011 ")) is not None
+    for bad in ("It was 38.09 USD", "on 2026-09-16.", "a fee of ¥0.50", "in EUR ", "on 5 September ",
+                "on September 5 ", "your Premium card ", "within five days", "It cost 38.1 USD", "about 7 days"):
+        assert faithfulness_problems(bad, REPLY_FACTS) != [], bad
+        assert _walk(ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan"), tok.encode(bad)) is not None, bad
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_walks_under_the_reply_constraint_are_faithful(vocab, seed):
+    rng = random.Random(seed)
+    c = ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan")
+    ids = _random_walk(c, vocab, rng, 120, prefer_digits=True)
+    text = _text(vocab, [i for i in ids if i != vocab.end_id])
+    if ids[-1] != vocab.end_id:
+        text = text.rsplit(" ", 1)[0]  # cut by the step limit: the last word may be unfinished
+    assert faithfulness_problems(text, REPLY_FACTS, customer_name="Maya Khan") == [], text
