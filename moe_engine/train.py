@@ -35,6 +35,12 @@ DEFAULT_TRAIN = {
     "epochs": 10, "batch_size": 64, "lr": 2e-3, "min_lr_ratio": 0.05, "weight_decay": 0.05, "warmup_steps": 100,
     "grad_clip": 1.0, "aux_loss_coef": 0.01, "label_smoothing": 0.0, "word_dropout": 0.0, "max_len": 64,
     "max_minutes": None, "threads": None,
+    # classification regularisers (0 = off): residual/embedding/pooled-feature dropout applied by
+    # training-only hooks (the inference model has no dropout), a seeded BPE-dropout-like random
+    # split of words into sub-pieces, lower-casing a share of the examples, an auxiliary loss on the
+    # queue (summed intent probability) so mistakes stay inside the right queue, and an
+    # exponential moving average of the weights that replaces them at the end
+    "dropout": 0.0, "subword_split": 0.0, "lowercase": 0.0, "queue_loss_coef": 0.0, "ema_decay": 0.0,
     # With max_minutes, True decays the learning rate over the time budget (the run then depends on
     # machine speed: reproducible in distribution, not bit for bit). False keeps runs bit-exact.
     "schedule_by_time": False,
@@ -99,6 +105,35 @@ def _word_dropout(text: str, p: float, rng: random.Random) -> str:
     words = text.split()
     kept = [w for w in words if rng.random() >= p]
     return " ".join(kept or words)
+
+
+def _subword_split_ids(tok: Tokenizer, text: str, p: float, rng: random.Random) -> list[int]:
+    """Encode ``text`` with each word cut in two at a random place with probability ``p``.
+
+    The byte-level BPE pre-tokenises at spaces, so encoding space-led chunks one by one gives the
+    usual ids; cutting a chunk makes the BPE spell it with other, shorter pieces, like BPE dropout
+    (Provilkov et al. 2020) but drawn from our seeded ``rng`` so runs stay reproducible.
+    """
+    if p <= 0:
+        return tok.encode(text)
+    ids: list[int] = []
+    for i, word in enumerate(text.split(" ")):
+        chunk = word if i == 0 else " " + word
+        first = 2 if i > 0 else 1  # never leave the leading space alone in the first piece
+        if len(chunk) > first + 1 and rng.random() < p:
+            cut = rng.randrange(first, len(chunk))
+            ids += tok.encode(chunk[:cut], add_special_tokens=False) + tok.encode(chunk[cut:], add_special_tokens=False)
+        elif chunk:
+            ids += tok.encode(chunk, add_special_tokens=False)
+    return ids
+
+
+def augment_example(e: Example, tok: Tokenizer, tcfg: dict[str, Any], rng: random.Random) -> Example:
+    """A fresh random variant of a classification example (one per epoch)."""
+    text = _word_dropout(e.text, tcfg["word_dropout"], rng)
+    if tcfg["lowercase"] > 0 and rng.random() < tcfg["lowercase"]:
+        text = text.lower()
+    return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text)
 
 
 def classify_data(tok: Tokenizer, data_cfg: dict[str, Any]) -> Dataset:
@@ -191,12 +226,51 @@ def lr_at(step: int, total: int, cfg: dict[str, Any], time_progress: float = 0.0
     return cfg["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+def add_dropout_hooks(model: Transformer, p: float) -> list[Any]:
+    """Dropout on the embeddings, on each attention and MLP/MoE output (before the residual add) and on
+    the pooled features, active only in ``model.train()`` mode; returns the hook handles to remove.
+
+    Done with hooks so the inference model (``moe_engine.model``) stays dropout-free.
+    """
+    def after(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):  # MoE returns (out, router logits, expert ids)
+            return (F.dropout(output[0], p, module.training), *output[1:])
+        return F.dropout(output, p, module.training)
+
+    handles = [model.embed_tokens.register_forward_hook(after)]
+    for layer in model.layers:
+        handles += [layer.self_attn.register_forward_hook(after), layer.mlp.register_forward_hook(after)]
+    if model.score is not None:
+        handles.append(model.score.register_forward_pre_hook(lambda m, a: (F.dropout(a[0], p, m.training), *a[1:])))
+    return handles
+
+
+def queue_index(meta: dict[str, Any]) -> Tensor | None:
+    """[num_labels] queue id of every label (out-of-domain is its own queue), or None without queues."""
+    if "intent_queue" not in meta:
+        return None
+    names = sorted(set(meta["intent_queue"].values()))
+    return torch.tensor([names.index(meta["intent_queue"][n]) if n in meta["intent_queue"] else len(names)
+                         for n in meta["labels"]])
+
+
+def queue_nll(logits: Tensor, labels: Tensor, label_queue: Tensor) -> Tensor:
+    """NLL of the gold queue, whose probability is the sum of its intents' probabilities."""
+    logp = torch.log_softmax(logits.float(), -1)
+    lq = label_queue.to(logits.device)
+    q_logp = torch.stack([torch.logsumexp(logp[:, lq == q], -1) for q in range(int(lq.max()) + 1)], -1)
+    return F.nll_loss(q_logp, lq[labels])
+
+
+def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[str, Any],
+              label_queue: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(total loss, task loss, routed counts) for one batch."""
     valid = b["attn"].reshape(-1).bool()
     if task == "classify":
         logits, rl = model.classify_logits(b["ids"], b["attn"], return_router_logits=True)
         task_loss = F.cross_entropy(logits.float(), b["labels"], label_smoothing=tcfg["label_smoothing"])
+        if label_queue is not None and tcfg["queue_loss_coef"] > 0:
+            task_loss = task_loss + tcfg["queue_loss_coef"] * queue_nll(logits, b["labels"], label_queue)
     else:
         logits, rl = model.forward(b["ids"], b["attn"], return_router_logits=True)
         task_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b["targets"].reshape(-1))
@@ -211,6 +285,7 @@ def train(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
+    tcfg = {**DEFAULT_TRAIN, **tcfg}  # a partial config gets the defaults (every regulariser off)
     dev = model.device
     rng = random.Random(seed)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "norm" not in n]
@@ -226,14 +301,18 @@ def train(
     history: list[dict[str, float]] = []
     step, t0, stopped_early = 0, time.time(), False
     counts_window = None
+    label_queue = queue_index(data.meta) if task == "classify" else None
+    hooks = add_dropout_hooks(model, tcfg["dropout"]) if tcfg["dropout"] > 0 else []
+    ema_decay = tcfg["ema_decay"]
+    ema = {n: p.detach().clone() for n, p in model.named_parameters()} if ema_decay > 0 else None
     model.train()
     bar = tqdm(total=total, disable=not progress, dynamic_ncols=True, desc=f"train {task}")
     for epoch in range(tcfg["epochs"]):
         train_set = data.train
-        if task == "classify" and tcfg["word_dropout"] > 0 and tok is not None:
-            # fresh word dropout every epoch: a cheap augmentation for a small labelled set
-            train_set = [Example(tok.encode(_word_dropout(e.text, tcfg["word_dropout"], rng)), e.label, text=e.text)
-                         for e in data.train]
+        augment = any(tcfg[k] > 0 for k in ("word_dropout", "subword_split", "lowercase"))
+        if task == "classify" and augment and tok is not None:
+            # a fresh random variant of every example each epoch: cheap augmentation for a small labelled set
+            train_set = [augment_example(e, tok, tcfg, rng) for e in data.train]
         run_loss = 0.0
         for n, batch in enumerate(batches(train_set, tcfg["batch_size"], rng), start=1):
             time_progress = 0.0
@@ -243,12 +322,18 @@ def train(
                 g["lr"] = lr_at(step, total, tcfg, time_progress)
             b = collate(batch, pad_id, tcfg["max_len"], dev, task == "lm")
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss, task_loss, counts = step_loss(model, b, task, tcfg)
+                loss, task_loss, counts = step_loss(model, b, task, tcfg, label_queue)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
             opt.step()
             step += 1
+            if ema is not None:
+                # warm the average up quickly (decay grows with the step) so early weights fade out
+                d = min(ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        ema[name].mul_(d).add_(p.detach(), alpha=1 - d)
             run_loss += float(task_loss.detach())
             counts_window = counts if counts_window is None else 0.9 * counts_window + counts
             if step % 10 == 0 or step == 1:
@@ -262,6 +347,12 @@ def train(
         if step >= total or stopped_early:
             break
     bar.close()
+    for h in hooks:
+        h.remove()
+    if ema is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(ema[name])
     model.eval()
     return {"steps": step, "planned_steps": total, "epochs_run": round(step / steps_per_epoch, 2),
             "stopped_early_by_time": stopped_early, "train_seconds": round(time.time() - t0, 1),
@@ -478,6 +569,34 @@ def count_params(model: Transformer) -> dict[str, int]:
     return {"total": total, "active": active}
 
 
+def warm_start(model: Transformer, source: Transformer) -> dict[str, Any]:
+    """Copy ``source``'s weights into ``model``: every tensor when the shapes agree (a second stage of the
+    same model), or, from a causal LM into a classifier, the embeddings and the first layers (the
+    language-model head is dropped; the classifier head and any extra layers keep their fresh init).
+
+    Returns which tensors were copied and which were left as initialised. A tensor present in both
+    with another shape is an error: it means the two models are not the same architecture.
+    """
+    ours, theirs = model.state_dict(), source.state_dict()
+    copied, kept = [], []
+    for name, t in ours.items():
+        if name not in theirs:
+            kept.append(name)
+            continue
+        if theirs[name].shape != t.shape:
+            raise ValueError(f"init_from: {name} has shape {tuple(theirs[name].shape)} there, {tuple(t.shape)} here")
+        copied.append(name)
+    if not copied:
+        raise ValueError("init_from: no tensor in common with the model being trained")
+    with torch.no_grad():
+        for name in copied:
+            ours[name].copy_(theirs[name])
+    head = {"lm_head.weight", "score.weight", "score.bias"}
+    dropped = sorted(n for n in theirs if n not in ours and n not in head)
+    layers = {n.split(".")[1] for n in dropped if n.startswith("layers.")}
+    return {"copied_tensors": len(copied), "fresh_tensors": sorted(kept), "source_layers_unused": len(layers)}
+
+
 def run(task: str, cfg: dict[str, Any], out: Path, seed: int, *, tokenizer_dir: Path, device: str = "cpu",
         progress: bool = True, max_steps: int | None = None, command: str = "", eval_throughput: bool = True,
         ) -> dict[str, Any]:
@@ -500,10 +619,10 @@ def run(task: str, cfg: dict[str, Any], out: Path, seed: int, *, tokenizer_dir: 
     cfg["model"] = hf
     model = build_model(hf, seed=seed, device=device)
     if tcfg.get("init_from"):
-        # continue from an earlier checkpoint of the same shape (a second, warm-started stage)
         from .loader import load_model
 
-        model.load_state_dict(load_model(tcfg["init_from"], device=device).state_dict())
+        transfer = warm_start(model, load_model(tcfg["init_from"], device=device))
+        cfg["warm_start"] = {"from": str(tcfg["init_from"]), **transfer}
     run_info = train(model, data, task, tcfg, seed=seed, pad_id=pad_id, tok=tok, progress=progress, max_steps=max_steps)
 
     outs, counts, val_loss = predict(model, data.val, task, pad_id, tcfg["max_len"])

@@ -127,3 +127,22 @@ def test_word_dropout_is_seeded():
 
     t = "please tell me why my card payment was declined today"
     assert _word_dropout(t, 0.3, random.Random(3)) == _word_dropout(t, 0.3, random.Random(3))
+
+
+def test_warm_start_moves_a_language_model_into_a_classifier(tok):
+    from moe_engine.train import warm_start
+
+    lm_cfg = dict(tiny_config("lm", tok.vocab_size), num_hidden_layers=2)
+    lm = build_model(lm_cfg, seed=1)
+    clf = build_model(tiny_config("classify", tok.vocab_size), seed=2)  # one layer, a fresh head
+    head_before = clf.score.weight.detach().clone()
+    info = warm_start(clf, lm)
+    assert torch.equal(clf.embed_tokens.weight, lm.embed_tokens.weight)
+    for name, t in clf.layers[0].state_dict().items():
+        assert torch.equal(t, lm.layers[0].state_dict()[name]), name
+    assert torch.equal(clf.score.weight, head_before)  # the head is not the LM's
+    assert info["fresh_tensors"] == ["score.weight"] and info["source_layers_unused"] == 1
+
+    wider = build_model(dict(tiny_config("classify", tok.vocab_size), hidden_size=48, head_dim=24), seed=0)
+    with pytest.raises(ValueError, match="embed_tokens.weight has shape"):
+        warm_start(wider, lm)
