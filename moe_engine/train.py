@@ -41,6 +41,9 @@ DEFAULT_TRAIN = {
     # queue (summed intent probability) so mistakes stay inside the right queue, and an
     # exponential moving average of the weights that replaces them at the end
     "dropout": 0.0, "subword_split": 0.0, "lowercase": 0.0, "queue_loss_coef": 0.0, "ema_decay": 0.0,
+    # knowledge distillation for classifiers: checkpoint directories of teachers trained on the same
+    # training split (never on validation), the weight of their soft targets and the temperature
+    "distill_from": [], "distill_weight": 0.0, "distill_temperature": 2.0,
     # With max_minutes, True decays the learning rate over the time budget (the run then depends on
     # machine speed: reproducible in distribution, not bit for bit). False keeps runs bit-exact.
     "schedule_by_time": False,
@@ -262,13 +265,31 @@ def queue_nll(logits: Tensor, labels: Tensor, label_queue: Tensor) -> Tensor:
     return F.nll_loss(q_logp, lq[labels])
 
 
+def teacher_probs(teachers: Sequence[Transformer], ids: Tensor, attn: Tensor, temperature: float) -> Tensor:
+    """Mean of the teachers' softened class distributions for this batch (no gradient)."""
+    with torch.no_grad():
+        return torch.stack([torch.softmax(t.classify_logits(ids, attn).float() / temperature, -1)
+                            for t in teachers]).mean(0)
+
+
+def distill_loss(logits: Tensor, target_probs: Tensor, temperature: float) -> Tensor:
+    """Hinton et al. (2015): T² · KL(teacher ‖ student) at temperature T, per example."""
+    logp = torch.log_softmax(logits.float() / temperature, -1)
+    return temperature**2 * F.kl_div(logp, target_probs, reduction="batchmean")
+
+
 def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[str, Any],
-              label_queue: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+              label_queue: Tensor | None = None, teachers: Sequence[Transformer] = ()) -> tuple[Tensor, Tensor, Tensor]:
     """(total loss, task loss, routed counts) for one batch."""
     valid = b["attn"].reshape(-1).bool()
     if task == "classify":
         logits, rl = model.classify_logits(b["ids"], b["attn"], return_router_logits=True)
         task_loss = F.cross_entropy(logits.float(), b["labels"], label_smoothing=tcfg["label_smoothing"])
+        if teachers:
+            # the teachers see the same augmented batch as the student ("consistent" distillation)
+            w, temp = tcfg["distill_weight"], tcfg["distill_temperature"]
+            soft = teacher_probs(teachers, b["ids"], b["attn"], temp)
+            task_loss = (1 - w) * task_loss + w * distill_loss(logits, soft, temp)
         if label_queue is not None and tcfg["queue_loss_coef"] > 0:
             task_loss = task_loss + tcfg["queue_loss_coef"] * queue_nll(logits, b["labels"], label_queue)
     else:
@@ -282,6 +303,7 @@ def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[st
 def train(
     model: Transformer, data: Dataset, task: str, tcfg: dict[str, Any], *, seed: int, pad_id: int,
     tok: Tokenizer | None = None, progress: bool = True, max_steps: int | None = None,
+    teachers: Sequence[Transformer] = (),
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -322,7 +344,7 @@ def train(
                 g["lr"] = lr_at(step, total, tcfg, time_progress)
             b = collate(batch, pad_id, tcfg["max_len"], dev, task == "lm")
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss, task_loss, counts = step_loss(model, b, task, tcfg, label_queue)
+                loss, task_loss, counts = step_loss(model, b, task, tcfg, label_queue, teachers)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
@@ -597,6 +619,24 @@ def warm_start(model: Transformer, source: Transformer) -> dict[str, Any]:
     return {"copied_tensors": len(copied), "fresh_tensors": sorted(kept), "source_layers_unused": len(layers)}
 
 
+def load_teachers(paths: Sequence[str | Path], student_config: dict[str, Any], device: str) -> list[Transformer]:
+    """Teacher classifiers for distillation; they must share the student's vocabulary and labels."""
+    from .loader import load_model
+
+    teachers = []
+    for path in paths:
+        t = load_model(path, device=device).eval()
+        if t.score is None:
+            raise ValueError(f"distill_from: {path} is not a sequence-classification checkpoint")
+        if t.config.vocab_size != student_config["vocab_size"] or t.config.id2label != {
+                int(k): v for k, v in student_config["id2label"].items()}:
+            raise ValueError(f"distill_from: {path} has another vocabulary or label set than the student")
+        for p in t.parameters():
+            p.requires_grad_(False)
+        teachers.append(t)
+    return teachers
+
+
 def run(task: str, cfg: dict[str, Any], out: Path, seed: int, *, tokenizer_dir: Path, device: str = "cpu",
         progress: bool = True, max_steps: int | None = None, command: str = "", eval_throughput: bool = True,
         ) -> dict[str, Any]:
@@ -623,7 +663,9 @@ def run(task: str, cfg: dict[str, Any], out: Path, seed: int, *, tokenizer_dir: 
 
         transfer = warm_start(model, load_model(tcfg["init_from"], device=device))
         cfg["warm_start"] = {"from": str(tcfg["init_from"]), **transfer}
-    run_info = train(model, data, task, tcfg, seed=seed, pad_id=pad_id, tok=tok, progress=progress, max_steps=max_steps)
+    teachers = load_teachers(tcfg["distill_from"], hf, device) if task == "classify" else []
+    run_info = train(model, data, task, tcfg, seed=seed, pad_id=pad_id, tok=tok, progress=progress, max_steps=max_steps,
+                     teachers=teachers)
 
     outs, counts, val_loss = predict(model, data.val, task, pad_id, tcfg["max_len"])
     metrics: dict[str, Any] = {"device": str(torch.device(device)), "balancedness": balancedness(counts)}

@@ -146,3 +146,34 @@ def test_warm_start_moves_a_language_model_into_a_classifier(tok):
     wider = build_model(dict(tiny_config("classify", tok.vocab_size), hidden_size=48, head_dim=24), seed=0)
     with pytest.raises(ValueError, match="embed_tokens.weight has shape"):
         warm_start(wider, lm)
+
+
+def test_distillation_pulls_the_student_towards_its_teachers(tok, tmp_path):
+    from moe_engine.loader import save_checkpoint
+    from moe_engine.train import distill_loss, load_teachers, teacher_probs
+
+    torch.set_num_threads(1)
+    data = cls_data(tok)
+    teacher = build_model(tiny_config("classify", tok.vocab_size), seed=3)
+    train(teacher, data, "classify", dict(TCFG, epochs=10), seed=3, pad_id=tok.pad_token_id, progress=False)
+    save_checkpoint(teacher, tmp_path / "teacher")
+    student_cfg = tiny_config("classify", tok.vocab_size)
+    (loaded,) = load_teachers([tmp_path / "teacher"], student_cfg, "cpu")
+
+    b = collate(data.val, tok.pad_token_id, 32, torch.device("cpu"), lm=False)
+    student = build_model(student_cfg, seed=4)
+    with torch.no_grad():
+        target = teacher_probs([loaded], b["ids"], b["attn"], 2.0)
+        own = torch.softmax(teacher.classify_logits(b["ids"], b["attn"]) / 2.0, -1)
+        assert torch.allclose(target, own, atol=1e-6)
+        assert float(distill_loss(teacher.classify_logits(b["ids"], b["attn"]), target, 2.0)) < 1e-6
+        before = float(distill_loss(student.classify_logits(b["ids"], b["attn"]), target, 2.0))
+    # pure distillation (weight 1): the hard labels play no part, only the teacher's distribution
+    train(student, data, "classify", dict(TCFG, epochs=10, distill_weight=1.0), seed=4, pad_id=tok.pad_token_id,
+          progress=False, teachers=[loaded])
+    with torch.no_grad():
+        after = float(distill_loss(student.classify_logits(b["ids"], b["attn"]), target, 2.0))
+    assert after < 0.3 * before, (before, after)
+
+    with pytest.raises(ValueError, match="another vocabulary or label set"):
+        load_teachers([tmp_path / "teacher"], tiny_config("classify", tok.vocab_size, labels=5), "cpu")
