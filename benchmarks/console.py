@@ -250,8 +250,9 @@ def main() -> None:
     cookies = {"sessionid": client.cookies["sessionid"].value}
     ticket_id = Ticket.objects.order_by("-id").values_list("id", flat=True)[500]
 
-    # The server runs with production settings (DEBUG off: no query logging), plain http cookies.
-    env = service_env(DJANGO_DEBUG="0", DJANGO_SECURE_COOKIES="0")
+    # The server runs as run.sh starts it: production settings (DEBUG off: no query logging), a psycopg
+    # connection pool, plain http cookies.
+    env = service_env(DJANGO_DEBUG="0", DJANGO_SECURE_COOKIES="0", DATABASE_POOL="1")
     env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     server, base = start_server(env)
     try:

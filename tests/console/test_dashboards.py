@@ -163,3 +163,39 @@ def test_sankey_path_continues_through_operator_reassignment(agent_profiles):
     Handoff.objects.create(ticket=t, from_label="user:operator", to_label="billing", reason="reassigned")
     assert sorted(handoff_flows(None)) == [("billing (hop 2)", "open", 1), ("human", "billing (hop 2)", 1),
                                            ("router", "human", 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_aggregates_run_at_once_on_their_own_connections_outside_a_transaction(client, operator_user,
+                                                                                agent_profiles):
+    import threading
+
+    from django.db import transaction
+
+    from webapp.console import metrics
+
+    t1, run1 = ticket_with_run(agent="billing")
+    model_step(run1, 0, prompt_tokens=100, completion_tokens=20, flops=1e9, dense_flops=4e9, cost="0.00100000")
+    t2, run2 = ticket_with_run(agent="technical", email="t@example.com")
+    model_step(run2, 0, prompt_tokens=10, completion_tokens=5, flops=3e9, dense_flops=6e9, cost="0.00050000")
+    AuditEvent.objects.create(actor="system", verb="ticket.status_changed", ticket=t1, data={"to": "resolved"})
+
+    where: list[str] = []
+
+    def per_agent():
+        where.append(threading.current_thread().name)
+        return metrics.cost_per_agent(None)
+
+    calls = (per_agent, lambda: metrics.latency_and_rates(None), lambda: metrics.handoff_flows(None),
+             lambda: metrics.cost_per_ticket(None))
+    concurrent = metrics.gather(*calls)
+    assert where[-1].startswith("analytics")  # committed data, no open transaction: other threads
+    with transaction.atomic():
+        in_order = metrics.gather(*calls)
+    assert where[-1] == threading.current_thread().name  # inside a transaction: this connection
+    assert concurrent == in_order
+    assert {a["agent"]: a["tokens_in"] for a in concurrent[0]} == {"billing": 100, "technical": 10}
+
+    client.force_login(operator_user)
+    r = client.get("/console/dashboard/?range=24h")
+    assert r.status_code == 200 and r.context["totals"]["calls"] == 2 and r.context["rates"]["tickets"] == 2

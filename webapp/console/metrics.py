@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Count, F, FloatField, Max, Q, Sum
 from django.db.models.functions import Coalesce
 
@@ -27,6 +28,36 @@ def analytics_transaction() -> Iterator[None]:
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SET LOCAL jit = off")
         yield
+
+
+_analytics_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="analytics")
+
+
+def gather(*calls: Callable[[], Any]) -> list[Any]:
+    """Results of independent read-only aggregates, computed at the same time on their own
+    connections, so that PostgreSQL runs them on different cores (each in `analytics_transaction`).
+
+    Inside an open transaction they run one after another on this connection instead: other
+    connections could not see what this transaction has written (tests run that way).
+    """
+    if connection.in_atomic_block or len(calls) < 2:
+        with analytics_transaction():
+            return [call() for call in calls]
+    futures = [_analytics_threads.submit(_run_on_own_connection, call) for call in calls]
+    return [f.result() for f in futures]
+
+
+def _run_on_own_connection(call: Callable[[], Any]) -> Any:
+    try:
+        with analytics_transaction():
+            return call()
+    finally:
+        # A pooled connection goes back to the pool; otherwise Django's CONN_MAX_AGE rule applies.
+        for conn in connections.all(initialized_only=True):
+            if conn.pool is not None:
+                conn.close()
+            else:
+                conn.close_if_unusable_or_obsolete()
 
 
 def _window(qs, field: str, since: datetime | None):

@@ -15,11 +15,12 @@ from ..timerange import since
 def _aggregates(range_key: str) -> dict:
     """Everything the panels show for one time range, computed in PostgreSQL."""
     start = since(range_key)
-    with metrics.analytics_transaction():
-        agents = metrics.cost_per_agent(start)
-        rates = metrics.latency_and_rates(start)
-        flows = metrics.handoff_flows(start)
-        tickets = metrics.cost_per_ticket(start, limit=15)
+    agents, rates, flows, tickets = metrics.gather(
+        lambda: metrics.cost_per_agent(start),
+        lambda: metrics.latency_and_rates(start),
+        lambda: metrics.handoff_flows(start),
+        lambda: metrics.cost_per_ticket(start, limit=15),
+    )
     totals = {k: sum(a[k] for a in agents) for k in ("calls", "tokens_in", "tokens_out", "flops", "dense_flops",
                                                      "device_seconds", "money")}
     totals["saving"] = metrics._saving(totals["flops"], totals["dense_flops"])
