@@ -7,18 +7,7 @@ import pytest
 import torch
 
 from moe_engine import build_model, load_model, save_checkpoint
-
-CFG = {
-    "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "vocab_size": 64, "hidden_size": 32,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 32,
-    "num_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 128, "rms_norm_eps": 1e-5,
-    "initializer_range": 0.3, "eos_token_id": 5, "pad_token_id": 0,
-}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return build_model(CFG, seed=0)
+from tests.engine.conftest import CFG
 
 
 def test_sampling_is_seeded_and_batch_independent(model):
