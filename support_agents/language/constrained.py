@@ -179,6 +179,13 @@ def _name_like(text: str, s: int, e: int, *, merchant: bool = False) -> bool:
                 and after.group(1).lower().strip(_TRAIL) not in _NOT_NAMES)
 
 
+def _looks_like_reference(field: str, words: list[str]) -> bool:
+    """People and countries have no digits; a merchant may have a few ("7-Eleven"), a reference has many."""
+    if field == "merchant":
+        return any(sum(ch.isdigit() for ch in word) >= 3 for word in words)
+    return any(ch.isdigit() for word in words for ch in word)
+
+
 def _plausible(field: str, text: str, s: int, e: int, dates: list[tuple[int, int]]) -> bool:
     """Cheap well-formedness beyond ``normalize``: what a value of this field looks like in context."""
     value = text[s:e]
@@ -195,6 +202,8 @@ def _plausible(field: str, text: str, s: int, e: int, dates: list[tuple[int, int
         words = value.split()
         if any(normalize("currency", w.strip(_TRAIL)) is not None for w in words):
             return False  # "CHF", "euros": a currency, not a name
+        if _looks_like_reference(field, words):
+            return False  # "PAY23185672" is a reference, not a name
         return _name_like(text, s, e, merchant=field == "merchant")  # proper names, as customers write them
     return True
 

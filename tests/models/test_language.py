@@ -176,6 +176,10 @@ def test_value_candidates_are_grounded_spans():
     assert "Card" not in value_candidates("recipient", CUSTOMER)  # a sentence opener
     assert value_candidates("date", CUSTOMER) == {"21/07/2026"}
     assert value_candidates("transfer_reference", CUSTOMER) == set()
+    ref = "It was 48 chf to George Walsh, reference PAY46614087. Paid at 7-Eleven."
+    recipients = value_candidates("recipient", ref)
+    assert "George Walsh" in recipients and "PAY46614087" not in recipients  # a reference is not a name
+    assert "PAY46614087" not in value_candidates("merchant", ref) and "7-Eleven" in value_candidates("merchant", ref)
 
 
 def test_extraction_constraint_allows_the_answer_and_refuses_inventions(vocab):
