@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from support_agents.models import AuditEvent, Handoff, Message, RunStep, Ticket
+from support_agents.models import AuditEvent, Handoff, Message, PriceSetting, RunStep, Ticket
 
 from .factories import model_step, routing_record, ticket_with_run
 
@@ -110,6 +110,13 @@ def test_dashboard_numbers(op):
     html = r.content.decode()
     for fig in ("latency-fig", "cost-fig", "sankey-fig"):
         assert f'data-plot="{fig}"' in html
+    # Money is labelled with the configured currency; its axis is linear although FLOPs are on a log axis.
+    for device in ("gpu", "cpu"):
+        PriceSetting.objects.update_or_create(device=device, defaults={"price_per_hour": "0.5", "currency": "EUR"})
+    html = op.get("/console/dashboard/?range=24h").content.decode()
+    money_axis = _plot(html, "cost-fig")["layout"]["yaxis2"]
+    assert money_axis["type"] == "linear" and money_axis["tickmode"] == "auto" and money_axis["title"]["text"] == "money (EUR)"
+    assert "0.0035 EUR</b> spent" in html and "<th>money (EUR)</th>" in html
     # Older tickets drop out of a shorter window.
     Ticket.objects.filter(pk=t2.pk).update(created_at=timezone.now() - timedelta(hours=3))
     assert op.get("/console/dashboard/panels/?range=1h").context["rates"]["tickets"] == 1
@@ -199,3 +206,10 @@ def test_aggregates_run_at_once_on_their_own_connections_outside_a_transaction(c
     client.force_login(operator_user)
     r = client.get("/console/dashboard/?range=24h")
     assert r.status_code == 200 and r.context["totals"]["calls"] == 2 and r.context["rates"]["tickets"] == 2
+
+
+def test_money_keeps_significant_digits_of_tiny_amounts():
+    from webapp.console.templatetags.console import money
+
+    assert money(1.18123e-05) == "0.0000118" and money("0.00350000") == "0.0035"
+    assert money(1234.5) == "1,234.50" and money(0) == "0" and money(None) == "–"

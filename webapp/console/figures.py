@@ -167,14 +167,14 @@ def routing_balance_figure(stats: dict[str, Sequence[float]], *, title: str = "R
     )}
 
 
-def cost_by_agent_figure(rows: Sequence[dict]) -> dict:
+def cost_by_agent_figure(rows: Sequence[dict], currency: str = "USD") -> dict:
     """Per-agent FLOPs actually spent vs a dense model of the same total size, plus money."""
     agents = [r["agent"] for r in rows]
     return {
         "data": [
             {"type": "bar", "name": "MoE FLOPs (active)", "x": agents, "y": [r["flops"] for r in rows]},
             {"type": "bar", "name": "dense-equivalent FLOPs", "x": agents, "y": [r["dense_flops"] for r in rows]},
-            {"type": "scatter", "mode": "markers+text", "name": "money", "x": agents,
+            {"type": "scatter", "mode": "markers+text", "name": f"money ({currency})", "x": agents,
              "y": [r["money"] for r in rows], "yaxis": "y2",
              # Per-call money is often fractions of a cent: significant digits, not fixed decimals.
              "text": [f"{r['money']:.3g}" for r in rows], "textposition": "top center",
@@ -183,8 +183,10 @@ def cost_by_agent_figure(rows: Sequence[dict]) -> dict:
         "layout": _layout(
             title={"text": "Compute and cost per agent"}, barmode="group",
             yaxis={"title": {"text": "FLOPs"}, "type": "log"},
-            yaxis2={"title": {"text": "money"}, "overlaying": "y", "side": "right", "rangemode": "tozero",
-                    "tickformat": ".2g"},
+            # Own ticks: plotly 4 puts an overlaying axis's ticks at the log FLOPs grid by default.
+            yaxis2={"title": {"text": f"money ({currency})"}, "overlaying": "y", "side": "right",
+                    "type": "linear", "tickmode": "auto", "nticks": 6, "rangemode": "tozero",
+                    "tickformat": ".2~g", "showgrid": False},
             legend={"orientation": "h", "y": -0.2}, height=360,
             margin={**_LAYOUT_BASE["margin"], "r": 80},  # room for the money axis on the right
         ),

@@ -1,4 +1,5 @@
 from datetime import timedelta
+from decimal import Decimal
 
 from django import template
 
@@ -76,3 +77,17 @@ def pct(value) -> str:
 @register.filter
 def secs(value) -> str:
     return "–" if value is None else (f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s")
+
+
+@register.filter
+def money(value) -> str:
+    """Amounts of money: cents from 1 up, else three significant digits without an exponent, since a
+    single model call often costs millionths (0.0000118, not 0.000012 or 1.18e-05)."""
+    if value is None:
+        return "–"
+    amount = Decimal(str(value))
+    if amount == 0:
+        return "0"
+    if abs(amount) >= 1:
+        return f"{amount:,.2f}"
+    return format(Decimal(f"{amount:.3g}").normalize(), "f")

@@ -9,10 +9,11 @@ from django.utils import timezone
 from .. import figures, metrics
 from ..access import operator_required
 from ..forms import TimeRangeForm
+from ..services import price_settings
 from ..timerange import since
 
 
-def _aggregates(range_key: str) -> dict:
+def _aggregates(range_key: str, currency: str) -> dict:
     """Everything the panels show for one time range, computed in PostgreSQL."""
     start = since(range_key)
     agents, rates, flows, tickets = metrics.gather(
@@ -26,7 +27,7 @@ def _aggregates(range_key: str) -> dict:
     totals["saving"] = metrics._saving(totals["flops"], totals["dense_flops"])
     figs = {"latency": figures.latency_figure(rates["latency"])}
     if agents:
-        figs["cost"] = figures.cost_by_agent_figure(agents)
+        figs["cost"] = figures.cost_by_agent_figure(agents, currency)
     if flows:
         figs["sankey"] = figures.sankey_figure(flows, title="Ticket flow: router → agents → handoffs → outcome")
     return {"agents": agents, "tickets": tickets, "rates": rates, "totals": totals, "figs": figs,
@@ -38,14 +39,15 @@ def _context(request: HttpRequest) -> tuple[dict, int]:
     if not form.is_valid():
         return {"form": form, "nav": "dashboard", "invalid": True}, 400
     key = form.cleaned_data["range"] or "24h"
+    currency = price_settings()["currency"]
     if key == "all":
         # All-time figures depend only on the data, never on the clock: reuse them until a row is
         # added (every live event this page reacts to adds one), instead of re-aggregating every
         # ticket for each viewer on each event.
-        data = metrics.all_time_cache.get(metrics.data_watermark(), lambda: _aggregates(key))
+        data = metrics.all_time_cache.get((metrics.data_watermark(), currency), lambda: _aggregates(key, currency))
     else:
-        data = _aggregates(key)
-    return {"form": form, "nav": "dashboard", "range": key, **data}, 200
+        data = _aggregates(key, currency)
+    return {"form": form, "nav": "dashboard", "range": key, "currency": currency, **data}, 200
 
 
 @operator_required
