@@ -165,7 +165,8 @@ def test_sigkill_mid_run_gives_one_completed_run_and_one_refund(pipeline, bank_c
         for pid in children:
             os.kill(pid, signal.SIGKILL)
         # reject_on_worker_lost: the message goes back to the queue and a new pool process resumes the run
-        wait_status(ticket, "draft_ready", timeout=120)
+        # (generous: a fresh pool process imports Django and loads the models, slow on a busy 2-core box)
+        wait_status(ticket, "draft_ready", timeout=240)
     finally:
         w.stop()
         celery_worker_proc.start()
