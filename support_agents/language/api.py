@@ -9,7 +9,7 @@ from typing import Any
 
 from . import prompts
 from .constrained import extraction_constraint, reply_constraint
-from .faithfulness import faithfulness_problems
+from .faithfulness import faithfulness_problems, greeting_name, with_greeting_name
 from .fields import FIELDS, PRODUCTS, grounded, normalize
 
 
@@ -109,7 +109,7 @@ REPLY_BUDGET = 120
 
 def reply_from_completion(completion: str, *, customer_name: str, facts: Mapping[str, str],
                           products: Iterable[str] = PRODUCTS) -> Reply:
-    text = prompts.parse_reply(completion)
+    text = with_greeting_name(prompts.parse_reply(completion), customer_name)
     problems = faithfulness_problems(text, facts, customer_name=customer_name, products=products)
     if not text:
         problems.insert(0, "empty reply")
@@ -146,7 +146,7 @@ def write_reply(
 
 def template_reply(*, customer_name: str, intent: str, facts: Mapping[str, str]) -> str:
     """The deterministic fallback: states the facts verbatim, so it is faithful by construction."""
-    first = customer_name.split()[0] if customer_name.strip() else "there"
+    first = greeting_name(customer_name)
     topic = intent.replace("_", " ").rstrip("?")
     lines = [f"Hi {first},", f"Thanks for contacting us about {topic}. Here is what we found:"]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in facts.items()]

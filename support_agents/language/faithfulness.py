@@ -19,6 +19,8 @@ _NUMBER_WORDS = (
     "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million",
 )
 _CODE = re.compile(r"\b(" + "|".join(CURRENCIES) + r")\b")
+# "Hi Alice," / "Dear Mr Khan": the word after the salutation is whom the reply addresses.
+_GREETING = re.compile(r"^(\s*(?:Hi|Hello|Hey|Dear)\s+)([A-Z][\w'’-]*)(?=[\s,.!:;]|$)")
 _SYMBOLS = {"£": "GBP", "€": "EUR", "$": "USD", "¥": "JPY"}
 
 
@@ -47,6 +49,18 @@ def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
+def greeting_name(customer_name: str) -> str:
+    """Whom a reply greets: the customer's first name on file, or "there" when there is none."""
+    return customer_name.split()[0] if customer_name.strip() else "there"
+
+
+def with_greeting_name(reply: str, customer_name: str) -> str:
+    """The reply greeting the customer by the name on file. The model has only seen named customers,
+    so for a customer without a name it makes one up ("Hi Dmitri,"); a wrong name is replaced,
+    never guessed."""
+    return _GREETING.sub(lambda m: m.group(1) + greeting_name(customer_name), reply, count=1)
+
+
 def faithfulness_problems(
     reply: str,
     facts: Mapping[str, str],
@@ -54,7 +68,8 @@ def faithfulness_problems(
     customer_name: str = "",
     products: Iterable[str] = PRODUCTS,
 ) -> list[str]:
-    """Every amount, number, date, currency or product in ``reply`` that the facts do not contain."""
+    """Every amount, number, date, currency or product in ``reply`` that the facts do not contain,
+    and a greeting that names anyone but the customer."""
     fact_text = " ".join(str(v) for v in facts.values()) + " " + customer_name
     fact_low = fact_text.lower()
     problems: list[str] = []
@@ -85,6 +100,10 @@ def faithfulness_problems(
     for sym, code in _SYMBOLS.items():
         if sym in reply and code not in fact_codes:
             problems.append(f"currency not in facts: {sym!r}")
+
+    greeted = _GREETING.match(reply)
+    if greeted and greeted.group(2) not in (greeting_name(customer_name), "there"):
+        problems.append(f"greets someone else: {greeted.group(2)!r}")
 
     for p in products:
         # case-sensitive: "Metal card" is the product, "your metal card" is the customer's card

@@ -11,7 +11,7 @@ import pytest
 
 from moe_engine.tokenizer import Tokenizer
 from support_agents.language import FIELDS, faithfulness_problems, normalize, template_reply
-from support_agents.language.api import arguments_from_completion
+from support_agents.language.api import arguments_from_completion, reply_from_completion
 from support_agents.language.constrained import (
     ExtractionConstraint,
     ReplyConstraint,
@@ -115,6 +115,19 @@ def test_faithful_reply_has_no_problems():
 )
 def test_unfaithful_reply_is_flagged(reply, problem):
     assert problem in faithfulness_problems(reply, FACTS)
+
+
+def test_reply_greets_the_customer_on_file_never_an_invented_name():
+    assert "greets someone else: 'Dmitri'" in faithfulness_problems("Hi Dmitri, the fee is 0.50 GBP.", FACTS,
+                                                                      customer_name="Alice Smith")
+    assert faithfulness_problems("Hi there, the fee is 0.50 GBP.", FACTS, customer_name="Alice Smith") == []
+    # the pipeline's reply: the greeting is set from the customer record, a missing name greets "there"
+    unnamed = reply_from_completion("Hi Dmitri, the fee is 0.50 GBP.<|end|>", customer_name="", facts=FACTS)
+    assert unnamed.text == "Hi there, the fee is 0.50 GBP." and unnamed.faithful
+    named = reply_from_completion("Hello Dmitri! The fee is 0.50 GBP.", customer_name="Alice Smith", facts=FACTS)
+    assert named.text == "Hello Alice! The fee is 0.50 GBP."
+    body = reply_from_completion("The fee is 0.50 GBP. Hi Bob", customer_name="Alice Smith", facts=FACTS)
+    assert body.text == "The fee is 0.50 GBP. Hi Bob"  # only a leading salutation is a greeting
 
 
 def test_template_reply_is_faithful():
