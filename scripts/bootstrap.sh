@@ -39,6 +39,16 @@ if ! grep -qx "$_want" "$_stamp" 2>/dev/null; then
 fi
 export PATH="$VENV/bin:$PATH"
 
+# Run a command (in the background: `moedesk_own_session cmd ... &`) in its own session, so that a
+# Ctrl-C reaches only the calling script, whose trap stops everything in order (servers and workers
+# first, the database last); with a TERM if the script dies without cleaning up (SIGKILL).
+moedesk_own_session() {
+    local cmd=("$@")
+    if command -v setpriv >/dev/null; then cmd=(setpriv --pdeathsig TERM "${cmd[@]}"); fi
+    if command -v setsid >/dev/null; then cmd=(setsid "${cmd[@]}"); fi
+    exec "${cmd[@]}"
+}
+
 # Start PostgreSQL/Redis (embedded, under $1) unless DATABASE_URL and REDIS_URL are both set.
 # Sets MOEDESK_SERVICES_PID when it started something; call moedesk_stop_services at exit.
 moedesk_start_services() {
@@ -50,7 +60,7 @@ moedesk_start_services() {
     mkdir -p "$data"
     local envfile="$data/services.env"
     rm -f "$envfile"
-    "$PY" -m webapp.devservices --data "$data" --env-file "$envfile" >"$data/services.log" 2>&1 &
+    moedesk_own_session "$PY" -m webapp.devservices --data "$data" --env-file "$envfile" >"$data/services.log" 2>&1 &
     MOEDESK_SERVICES_PID=$!
     for _ in $(seq 1 600); do
         [ -f "$envfile" ] && break

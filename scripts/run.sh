@@ -21,15 +21,16 @@ fi
 
 PIDS=()
 cleanup() {
-    trap - INT TERM EXIT
+    trap - INT TERM HUP EXIT
     echo
     echo "[run] stopping..."
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     moedesk_stop_services
     echo "[run] stopped"
+    exit 0
 }
-trap cleanup INT TERM EXIT
+trap cleanup INT TERM HUP EXIT
 
 moedesk_start_services "$DATA"
 # Everything a second terminal needs to run manage.py against this instance.
@@ -43,11 +44,13 @@ chmod 600 "$DATA/env.sh"
 "$PY" manage.py seed_demo | tee "$DATA/demo-logins.txt"
 
 # Web: a shared psycopg pool (requests run in many threads). Workers: one kept connection each.
-DATABASE_POOL="${DATABASE_POOL:-1}" "$PY" -m uvicorn webapp.asgi:application --host "$HOST" --port "$PORT" \
+# Each in its own session: Ctrl-C reaches this script only, which stops the server and workers first
+# and the database and Redis last, instead of everything at once.
+DATABASE_POOL="${DATABASE_POOL:-1}" moedesk_own_session "$PY" -m uvicorn webapp.asgi:application --host "$HOST" --port "$PORT" \
     --workers "${MOEDESK_WEB_WORKERS:-1}" --log-level warning >"$DATA/logs/web.log" 2>&1 &
 PIDS+=($!)
 for q in ${MOEDESK_QUEUES:-triage billing technical sales}; do
-    DATABASE_POOL=0 DATABASE_CONN_MAX_AGE="${DATABASE_CONN_MAX_AGE:-600}" "$PY" -m celery -A webapp worker -Q "$q" -n "$q@%h" \
+    DATABASE_POOL=0 DATABASE_CONN_MAX_AGE="${DATABASE_CONN_MAX_AGE:-600}" moedesk_own_session "$PY" -m celery -A webapp worker -Q "$q" -n "$q@%h" \
         --concurrency "${MOEDESK_WORKER_CONCURRENCY:-1}" --loglevel INFO >"$DATA/logs/worker-$q.log" 2>&1 &
     PIDS+=($!)
 done

@@ -15,7 +15,7 @@ export DJANGO_DEBUG="${DJANGO_DEBUG:-0}"
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production}"
 export DJANGO_SECURE_COOKIES="${DJANGO_SECURE_COOKIES:-0}"
 
-trap moedesk_stop_services EXIT INT TERM
+trap moedesk_stop_services EXIT INT TERM HUP
 moedesk_start_services "${MOEDESK_TEST_DATA:-$MOEDESK_ROOT/var/test}" || exit 1
 
 "$PY" -m pytest --timeout="${PYTEST_TIMEOUT:-600}" "$@"

@@ -192,6 +192,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    parent = os.getppid()
     args.env_file.unlink(missing_ok=True)
     with services(args.data.resolve()) as urls:
         tmp = args.env_file.with_suffix(".tmp")
@@ -199,8 +200,10 @@ def main() -> None:
         tmp.replace(args.env_file)  # atomic: readers never see half a file
         print(f"services ready: {', '.join(f'{k}={v}' for k, v in urls.items())}", flush=True)
         try:
-            while True:
-                time.sleep(3600)
+            # Runs in its own session (scripts/bootstrap.sh), so a signal to the caller's process
+            # group does not reach it: stop when the caller is gone, even if it was SIGKILLed.
+            while os.getppid() == parent:
+                time.sleep(1)
         finally:
             args.env_file.unlink(missing_ok=True)
     sys.exit(0)
