@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .templatetags.console import money
+
 # Qualitative palette wide enough for 64 experts: Plotly's Dark24 + Light24 + Alphabet-ish extras.
 _PALETTE = [
     "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
@@ -176,8 +178,7 @@ def cost_by_agent_figure(rows: Sequence[dict], currency: str = "USD") -> dict:
             {"type": "bar", "name": "dense-equivalent FLOPs", "x": agents, "y": [r["dense_flops"] for r in rows]},
             {"type": "scatter", "mode": "markers+text", "name": f"money ({currency})", "x": agents,
              "y": [r["money"] for r in rows], "yaxis": "y2",
-             # Per-call money is often fractions of a cent: significant digits, not fixed decimals.
-             "text": [f"{r['money']:.3g}" for r in rows], "textposition": "top center",
+             "text": [money(r["money"]) for r in rows], "textposition": "top center",
              "marker": {"size": 12, "symbol": "diamond"}},
         ],
         "layout": _layout(
