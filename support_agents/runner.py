@@ -423,7 +423,7 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
 
     facts = render_facts(proc.get("facts", {}), _scope(run))
     customer = run.ticket.customer
-    name = customer.name or customer.email.split("@")[0]
+    name = customer.name.strip()  # none on file: greeted as "there", never by a guess from the email
     model, trace = _language_model(run), []
     reply = language.write_reply(model, customer_name=name, intent=run.intent, facts=facts, message=run.ticket.body,
                                  trace=trace)

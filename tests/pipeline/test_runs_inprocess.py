@@ -51,6 +51,16 @@ def test_refund_under_limit_completes_with_draft(model_env, pipeline, bank_custo
     assert Refund.objects.count() == 1 and Message.objects.filter(ticket=ticket, author_kind="agent").count() == 1
 
 
+def test_customer_without_a_name_is_greeted_as_there(model_env, pipeline, bank_customer):
+    bank_customer.name = ""
+    bank_customer.save(update_fields=["name"])
+    bank_customer.accounts.first().transactions.filter(merchant="Tesco").update(amount=Decimal("40.00"))
+    ticket, run = start(bank_customer, pipeline["billing"], "request_refund", "Please refund my Tesco payment")
+    assert execute_run(run.pk) == AgentRun.Status.COMPLETED
+    draft = Message.objects.get(ticket=ticket, author_kind="agent")
+    assert draft.body.startswith("Hi there"), draft.body  # not a name guessed from the email address
+
+
 def test_refund_over_limit_pauses_then_resumes_after_approval(model_env, pipeline, bank_customer, operator_user):
     from support_agents.services.agents import approval_approve
 
