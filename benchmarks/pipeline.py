@@ -130,8 +130,13 @@ def _collect(sent: dict[int, float], timeout: float) -> dict:
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
+    # Who wrote each draft: the agent model ("model") or the deterministic fact template ("template").
+    sources: dict[str, int] = {}
+    for src in Message.objects.filter(ticket_id__in=sent, author_kind="agent").values_list("data__source", flat=True):
+        sources[str(src)] = sources.get(str(src), 0) + 1
     last = max(drafts.values()).timestamp() if drafts else None
-    return {"sent": len(sent), "drafts": len(lat), "statuses": counts, "latencies": lat, "last_draft": last}
+    return {"sent": len(sent), "drafts": len(lat), "statuses": counts, "draft_sources": sources, "latencies": lat,
+            "last_draft": last}
 
 
 def main() -> None:

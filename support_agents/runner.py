@@ -425,15 +425,26 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
     customer = run.ticket.customer
     name = customer.name.strip()  # none on file: greeted as "there", never by a guess from the email
     model, trace = _language_model(run), []
-    reply = language.write_reply(model, customer_name=name, intent=run.intent, facts=facts, message=run.ticket.body,
-                                 trace=trace)
-    text, source = reply.text, "model"
-    missing = missing_facts(reply.text, facts, proc.get("must_state"))
-    if missing:
-        reply.problems = [*reply.problems, *(f"does not state {k}" for k in missing)]
-    if not reply.faithful or missing:
+    problems: list[str] = []
+    # The greedy draft first; if it is unfaithful or leaves facts out, one sampled draft (seeded by the
+    # run, so a redelivered task writes the same text) before the fact template. On held-out
+    # examples the retry lifts the drafts the pipeline keeps from 96.6% to 98.2% (docs/benchmarks.md).
+    for attempt, temperature in enumerate(REPLY_TEMPERATURES):
+        reply = language.write_reply(model, customer_name=name, intent=run.intent, facts=facts,
+                                     message=run.ticket.body, trace=trace, temperature=temperature,
+                                     seed=run.pk if temperature else None)
+        missing = missing_facts(reply.text, facts, proc.get("must_state"))
+        problems += [*(f"draft {attempt + 1}: {p}" for p in reply.problems),
+                     *(f"draft {attempt + 1}: does not state {k}" for k in missing)]
+        if reply.faithful and not missing:
+            text, source = reply.text, "model"
+            break
+    else:
         text, source = language.template_reply(customer_name=name, intent=run.intent, facts=facts), "template"
-    _complete(run, text, facts=facts, source=source, problems=reply.problems, trace=trace, model=model)
+    _complete(run, text, facts=facts, source=source, problems=problems, trace=trace, model=model)
+
+
+REPLY_TEMPERATURES = (0.0, 0.8)  # greedy, then one sampled retry
 
 
 def missing_facts(text: str, facts: dict[str, str], must_state: list[str] | None) -> list[str]:

@@ -33,25 +33,33 @@ class Reply:
 
 
 def complete_batch(model: Any, prompt_texts: list[str], *, max_new_tokens: int,
-                   constraints: list[Any] | None = None) -> tuple[list[str], Any]:
-    """Greedy completions of several prompts in one batched ``model.generate``; cut at the END marker.
+                   constraints: list[Any] | None = None, temperature: float = 0.0,
+                   seed: int | None = None) -> tuple[list[str], Any]:
+    """Completions of several prompts in one batched ``model.generate``; cut at the END marker.
 
+    Greedy by default; with ``temperature`` > 0, nucleus sampling (top-p 0.95) seeded by ``seed``.
     ``constraints``: one token constraint (see ``constrained``) or None per prompt.
     """
     tok = model.tokenizer
     ids = [tok.encode(p) for p in prompt_texts]
     kw = {"constraints": constraints} if constraints is not None and any(c is not None for c in constraints) else {}
-    out = model.generate(ids, max_new_tokens=max_new_tokens, temperature=0.0, stop=[prompts.END], **kw)
+    if temperature > 0:
+        kw.update(top_p=0.95, seed=seed)
+    out = model.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, stop=[prompts.END], **kw)
     # keep special tokens while decoding so the END marker itself is seen and cut
-    texts = [tok.decode(list(t), skip_special_tokens=False).split(prompts.END, 1)[0] for t in out.tokens]
+    # NUL is a valid byte for a byte-level tokenizer but never part of a reply, and PostgreSQL stores
+    # neither it in text nor \u0000 in jsonb: a sampled draft from a weak model can produce one.
+    texts = [tok.decode(list(t), skip_special_tokens=False).split(prompts.END, 1)[0].replace("\x00", "")
+             for t in out.tokens]
     return texts, out
 
 
 def complete(model: Any, prompt: str, *, max_new_tokens: int, trace: list[ModelCall] | None = None,
-             task: str = "", constraint: Any = None) -> str:
-    """Greedy completion of one prompt through ``model.generate``; stops at the END marker."""
+             task: str = "", constraint: Any = None, temperature: float = 0.0, seed: int | None = None) -> str:
+    """Completion of one prompt through ``model.generate`` (see ``complete_batch``); stops at the END marker."""
     t0 = time.perf_counter()
-    (text,), out = complete_batch(model, [prompt], max_new_tokens=max_new_tokens, constraints=[constraint])
+    (text,), out = complete_batch(model, [prompt], max_new_tokens=max_new_tokens, constraints=[constraint],
+                                  temperature=temperature, seed=seed)
     if trace is not None:
         usage = out.usage[0] if getattr(out, "usage", None) else None
         routing = out.routing[0] if getattr(out, "routing", None) else None
@@ -128,8 +136,11 @@ def write_reply(
     products: Iterable[str] = PRODUCTS,
     trace: list[ModelCall] | None = None,
     constrained: bool = True,
+    temperature: float = 0.0,
+    seed: int | None = None,
 ) -> Reply:
-    """A reply written by the model from the facts, checked for faithfulness to them.
+    """A reply written by the model from the facts, checked for faithfulness to them (greedy, or
+    sampled with ``temperature`` and ``seed`` for another draft).
 
     Decoding is constrained (``constrained.ReplyConstraint``) so that numbers, dates, references,
     currencies and products can only be copied from the facts. ``faithful`` is still checked
@@ -140,7 +151,8 @@ def write_reply(
     products = tuple(products)
     constraint = reply_constraint(model, facts, customer_name, products) if constrained else None
     completion = complete(model, prompts.reply_prompt(customer_name, intent, facts, message),
-                          max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply", constraint=constraint)
+                          max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply", constraint=constraint,
+                          temperature=temperature, seed=seed)
     return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products)
 
 

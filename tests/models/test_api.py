@@ -56,3 +56,14 @@ def test_write_reply_reports_every_problem(model):
     assert set(expected) <= set(r.problems)
     assert r.faithful == (not r.problems)
     assert not any(t in r.text for t in SPECIAL_TOKENS) or "reply contains prompt markers" in r.problems
+
+
+def test_sampled_reply_is_reproducible_by_seed_and_never_holds_nul(model):
+    facts = {"amount": "23.50 GBP"}
+    kw = dict(customer_name="Alice Smith", intent="transaction_charged_twice", facts=facts, message="charged twice",
+              constrained=False, temperature=1.5)
+    texts = [write_reply(model, seed=seed, **kw).text for seed in range(12)]
+    assert texts[3] == write_reply(model, seed=3, **kw).text  # a redelivered task writes the same draft
+    assert len(set(texts)) > 1
+    # an untrained model samples any byte, NUL included; PostgreSQL cannot store it in text or jsonb
+    assert not any("\x00" in t for t in texts)

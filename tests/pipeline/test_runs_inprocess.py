@@ -59,6 +59,13 @@ def test_customer_without_a_name_is_greeted_as_there(model_env, pipeline, bank_c
     assert execute_run(run.pk) == AgentRun.Status.COMPLETED
     draft = Message.objects.get(ticket=ticket, author_kind="agent")
     assert draft.body.startswith("Hi there"), draft.body  # not a name guessed from the email address
+    # A draft the pipeline cannot keep gets one sampled retry before the fact template; both are model calls.
+    replies = RunStep.objects.filter(run=run, kind="model", name="write_reply").count()
+    drafts_tried = {p.split(":")[0] for p in draft.data["problems"]}
+    if draft.data["source"] == "template":
+        assert replies == 2 and drafts_tried == {"draft 1", "draft 2"}, draft.data["problems"]
+    else:
+        assert replies == len(drafts_tried) + 1
 
 
 def test_refund_over_limit_pauses_then_resumes_after_approval(model_env, pipeline, bank_customer, operator_user):
