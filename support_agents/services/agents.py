@@ -207,7 +207,7 @@ PROFILE_FIELDS = (
     "refund_approval_limit",
     "confidence_threshold",
 )
-GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "seed", "tool_calling"}
+GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "seed", "tool_calling", "reply_retries"}
 
 
 def profile_snapshot(profile: AgentProfile) -> dict:
@@ -215,6 +215,10 @@ def profile_snapshot(profile: AgentProfile) -> dict:
         f: (str(getattr(profile, f)) if f == "refund_approval_limit" else getattr(profile, f))
         for f in PROFILE_FIELDS
     }
+
+
+def _int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _validate_profile_changes(changes: dict) -> dict[str, str]:
@@ -269,6 +273,8 @@ def _validate_profile_changes(changes: dict) -> dict[str, str]:
                 errs["generation"] = "top_p: a number in (0, 1]"
             elif g.get("tool_calling", "procedure") not in ("procedure", "free"):
                 errs["generation"] = "tool_calling: procedure or free"
+            elif not _int_in(g.get("reply_retries", 1), 0, 3):
+                errs["generation"] = "reply_retries: an integer from 0 to 3"
     if "model_path" in changes:
         from support_agents.inference import agent_path
 

@@ -68,6 +68,7 @@ def test_agent_update_is_versioned_and_audited(adm):
     ("tools", ["issue_refund", "launch_rockets"], "Select a valid choice"),
     ("model_path", "/nonexistent/ckpt", "no checkpoint"),
     ("display_name", "", "required"),
+    ("reply_retries", "5", "less than or equal to 3"),
 ])
 def test_agent_update_validation_is_field_level_400(adm, field, value, message):
     profile = AgentProfile.objects.get(slug="billing")

@@ -68,6 +68,16 @@ def test_customer_without_a_name_is_greeted_as_there(model_env, pipeline, bank_c
         assert replies == len(drafts_tried) + 1
 
 
+def test_reply_retries_setting_bounds_the_redrafts(model_env, pipeline, bank_customer):
+    billing = pipeline["billing"]
+    billing.generation = {**(billing.generation or {}), "reply_retries": 0}
+    billing.save(update_fields=["generation"])
+    bank_customer.accounts.first().transactions.filter(merchant="Tesco").update(amount=Decimal("40.00"))
+    ticket, run = start(bank_customer, billing, "request_refund", "Please refund my Tesco payment")
+    assert execute_run(run.pk) == AgentRun.Status.COMPLETED
+    assert RunStep.objects.filter(run=run, kind="model", name="write_reply").count() == 1
+
+
 def test_refund_over_limit_pauses_then_resumes_after_approval(model_env, pipeline, bank_customer, operator_user):
     from support_agents.services.agents import approval_approve
 

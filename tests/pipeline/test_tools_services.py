@@ -117,6 +117,9 @@ def test_profile_update_validates_versions_and_audits(pipeline, admin_user):
     for f in ("tools", "max_steps", "confidence_threshold", "refund_approval_limit", "auto_send", "generation",
               "colour"):
         assert f in fields, f
+    for bad in (5, -1, True, "1"):
+        with pytest.raises(ValidationError, match="reply_retries"):
+            agent_profile_update(billing, admin_user, generation={"reply_retries": bad})
     v1 = agent_profile_update(billing, admin_user, refund_approval_limit="500.00")
     v2 = agent_profile_update(billing, admin_user, confidence_threshold=0.7)
     assert (v1.version, v2.version) == (1, 2) and v2.changes == {"confidence_threshold": {"from": 0.5, "to": 0.7}}

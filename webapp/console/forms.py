@@ -72,6 +72,10 @@ class AgentProfileForm(forms.Form):
     seed = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
     tool_calling = forms.ChoiceField(choices=[("procedure", "Procedure (operating procedures as data)"),
                                               ("free", "Free tool calling (model picks among allowed tools)")])
+    reply_retries = forms.IntegerField(
+        required=False, min_value=0, max_value=3,
+        help_text="Procedure mode: sampled redrafts when the reply leaves out facts, before the fact template "
+                  "(default 1; each costs one more model call)")
     tools = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, choices=[])
     auto_send = forms.ChoiceField(choices=[])
     max_steps = forms.IntegerField(min_value=1, max_value=50)
@@ -86,7 +90,8 @@ class AgentProfileForm(forms.Form):
     def changes(self) -> dict:
         d = self.cleaned_data
         generation = {"max_new_tokens": d["max_new_tokens"], "temperature": d["temperature"], "top_p": d["top_p"],
-                      "seed": d["seed"], "tool_calling": d["tool_calling"]}
+                      "seed": d["seed"], "tool_calling": d["tool_calling"],
+                      "reply_retries": 1 if d["reply_retries"] is None else d["reply_retries"]}
         return {
             "enabled": d["enabled"], "display_name": d["display_name"], "system_prompt": d["system_prompt"],
             "model_path": d["model_path"].strip(), "generation": generation, "tools": sorted(d["tools"]),
@@ -101,7 +106,7 @@ class AgentProfileForm(forms.Form):
             "enabled": profile.enabled, "display_name": profile.display_name, "system_prompt": profile.system_prompt,
             "model_path": profile.model_path, "max_new_tokens": gen.get("max_new_tokens", 160),
             "temperature": gen.get("temperature", 0.0), "top_p": gen.get("top_p", 1.0), "seed": gen.get("seed"),
-            "tool_calling": gen.get("tool_calling", "procedure"),
+            "tool_calling": gen.get("tool_calling", "procedure"), "reply_retries": gen.get("reply_retries", 1),
             "tools": list(profile.tools or []), "auto_send": profile.auto_send, "max_steps": profile.max_steps,
             "refund_approval_limit": profile.refund_approval_limit,
             "confidence_threshold": profile.confidence_threshold,
