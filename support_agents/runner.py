@@ -429,7 +429,7 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
     # The greedy draft first; if it is unfaithful or leaves facts out, sampled redrafts (seeded by the
     # run, so a redelivered task writes the same text) before the fact template: one by default, the
     # agent's `reply_retries` setting. In the pipeline benchmark one redraft raised the share of drafts
-    # written by the model from 79% to 85% (docs/benchmarks.md).
+    # written by the model from 79% to 83-85% (docs/benchmarks.md).
     retries = (run.agent.generation or {}).get("reply_retries", 1)
     for attempt in range(1 + retries):
         temperature = REDRAFT_TEMPERATURE if attempt else 0.0
