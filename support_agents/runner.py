@@ -418,6 +418,9 @@ def _auto_send(run: AgentRun, faithful: bool) -> bool:
     return False
 
 
+REDRAFT_TEMPERATURE = 0.8  # with top-p 0.95 (language.complete_batch)
+
+
 def _finish_with_reply(run: AgentRun, proc: dict) -> None:
     from support_agents import language
 
@@ -435,7 +438,7 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
         temperature = REDRAFT_TEMPERATURE if attempt else 0.0
         reply = language.write_reply(model, customer_name=name, intent=run.intent, facts=facts,
                                      message=run.ticket.body, trace=trace, temperature=temperature,
-                                     seed=run.pk * 8 + attempt if attempt else None)
+                                     seed=run.pk * 8 + attempt if attempt else None)  # one per run and redraft
         missing = missing_facts(reply.text, facts, proc.get("must_state"))
         problems += [*(f"draft {attempt + 1}: {p}" for p in reply.problems),
                      *(f"draft {attempt + 1}: does not state {k}" for k in missing)]
@@ -446,8 +449,6 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
         text, source = language.template_reply(customer_name=name, intent=run.intent, facts=facts), "template"
     _complete(run, text, facts=facts, source=source, problems=problems, trace=trace, model=model)
 
-
-REDRAFT_TEMPERATURE = 0.8  # with top-p 0.95 (language.complete_batch)
 
 
 def missing_facts(text: str, facts: dict[str, str], must_state: list[str] | None) -> list[str]:
