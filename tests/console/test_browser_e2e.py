@@ -154,6 +154,7 @@ def test_operator_watches_triage_handoff_and_heatmap_live_then_approves_a_refund
     page.locator(f"#ticket-{handoff.pk}").click()
     page.wait_for_url(f"**/console/tickets/{handoff.pk}/")
     page.wait_for_function("window.__moedeskSocketOpen === true")
+    assert page.locator("#live.on").is_visible()
     page.evaluate("window.__marker = 'workspace'")
     assert page.locator("#panel-activity", has_text="Not routed yet.").count() == 1
     assert page.locator("#routing-heatmap").count() == 0
@@ -226,6 +227,7 @@ def test_operator_watches_triage_handoff_and_heatmap_live_then_approves_a_refund
     page.goto(f"/console/routing/steps/{step.pk}/")
     page.locator("#token-routing .main-svg").first.wait_for()
     page.locator("#routing-heatmap .main-svg").first.wait_for()
+    assert page.locator("#live").is_hidden()  # a page without live updates shows no live badge
     screenshot(page, "heatmap")
 
     page.goto("/console/dashboard/?range=24h")

@@ -122,7 +122,12 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     const path = document.body.dataset.ws;
-    if (path) connect(path, 0);
+    if (path) {
+      // The badge only on pages that update live; a page without a socket is not "not live".
+      const badge = document.getElementById("live");
+      if (badge) badge.hidden = false;
+      connect(path, 0);
+    }
     drawPlots(document);
     // Edits survive live refreshes: fields whose value differs from what the server rendered are
     // stashed before a swap and put back after it (matched by id, which names the record).
