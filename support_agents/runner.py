@@ -20,6 +20,7 @@ from django.utils import timezone
 from support_agents.events import publish_event
 from support_agents.models import (
     ALLOWED_TRANSITIONS,
+    DEFAULT_REPLY_RETRIES,
     AgentProcedure,
     AgentProfile,
     AgentProfileVersion,
@@ -418,9 +419,6 @@ def _auto_send(run: AgentRun, faithful: bool) -> bool:
     return False
 
 
-REDRAFT_TEMPERATURE = 0.8  # with top-p 0.95 (language.complete_batch)
-
-
 def _finish_with_reply(run: AgentRun, proc: dict) -> None:
     from support_agents import language
 
@@ -433,13 +431,13 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
     # run, so a redelivered task writes the same text) before the fact template: one by default, the
     # agent's `reply_retries` setting. In the pipeline benchmark one redraft raised the share of drafts
     # written by the model from 79% to 83-85% (docs/benchmarks.md).
-    retries = (run.agent.generation or {}).get("reply_retries", 1)
+    retries = (run.agent.generation or {}).get("reply_retries", DEFAULT_REPLY_RETRIES)
     for attempt in range(1 + retries):
-        temperature = REDRAFT_TEMPERATURE if attempt else 0.0
+        temperature = language.REDRAFT_TEMPERATURE if attempt else 0.0
         reply = language.write_reply(model, customer_name=name, intent=run.intent, facts=facts,
                                      message=run.ticket.body, trace=trace, temperature=temperature,
                                      seed=run.pk * 8 + attempt if attempt else None)  # one per run and redraft
-        missing = missing_facts(reply.text, facts, proc.get("must_state"))
+        missing = language.missing_facts(reply.text, facts, proc.get("must_state"))
         problems += [*(f"draft {attempt + 1}: {p}" for p in reply.problems),
                      *(f"draft {attempt + 1}: does not state {k}" for k in missing)]
         if reply.faithful and not missing:
@@ -449,22 +447,6 @@ def _finish_with_reply(run: AgentRun, proc: dict) -> None:
         text, source = language.template_reply(customer_name=name, intent=run.intent, facts=facts), "template"
     _complete(run, text, facts=facts, source=source, problems=problems, trace=trace, model=model)
 
-
-
-def missing_facts(text: str, facts: dict[str, str], must_state: list[str] | None) -> list[str]:
-    """Facts the reply leaves out. A faithful reply that says nothing useful is not good enough:
-    by default it must state at least one fact and most of the figures (amounts, dates, refs)."""
-    low = text.lower()
-    if must_state is not None:
-        return [k for k in must_state if k in facts and facts[k].lower() not in low]
-    if not facts:
-        return []
-    present = [k for k, v in facts.items() if v.lower() in low]
-    figures = [k for k, v in facts.items() if any(ch.isdigit() for ch in v)]
-    missing = [k for k in figures if k not in present]
-    if not present:
-        return list(facts)[:1]
-    return missing if len(missing) * 2 > len(figures) else []
 
 
 def _complete(run: AgentRun, text: str, *, facts: dict, source: str, problems: list[str], trace: list,

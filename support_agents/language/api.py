@@ -113,6 +113,8 @@ def extract_arguments(
 
 
 REPLY_BUDGET = 120
+# A draft the pipeline cannot keep is redrafted by sampling (top-p 0.95) at this temperature.
+REDRAFT_TEMPERATURE = 0.8
 
 
 def reply_from_completion(completion: str, *, customer_name: str, facts: Mapping[str, str],

@@ -6,7 +6,9 @@
 Held-out examples come from ``synth`` over the Banking77 validation queries (never trained on).
 Extraction exact match: the normalised arguments equal the expected ones for every requested field
 (None included). Faithfulness: the share of model replies with no faithfulness problem. We also
-report how often a reply mentions every fact value (specificity) and examples of failures.
+report how often a reply mentions every fact value (specificity), how many replies the pipeline
+keeps (faithful and no missing facts, ``missing_facts``; after ``--redrafts N`` sampled redrafts as
+well), and examples of failures.
 
 Decoding is constrained as in the pipeline (``constrained``) unless ``--unconstrained``. Seconds are
 wall time on one thread (``torch.set_num_threads(1)``) for batches of 32, constraint building
@@ -24,6 +26,7 @@ from typing import Any
 
 from . import prompts
 from .api import (
+    REDRAFT_TEMPERATURE,
     REPLY_BUDGET,
     arguments_from_completion,
     complete_batch,
@@ -33,10 +36,26 @@ from .api import (
     write_reply,
 )
 from .constrained import extraction_constraint, reply_constraint
+from .faithfulness import missing_facts
+
+
+def _replies(model: Any, chunk: list[dict], *, constrained: bool, temperature: float = 0.0,
+             seed: int | None = None) -> tuple[list[Any], Any]:
+    cons = [reply_constraint(model, e["facts"], e["customer_name"]) for e in chunk] if constrained else None
+    texts, out = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=REPLY_BUDGET, constraints=cons,
+                                temperature=temperature, seed=seed)
+    replies = [reply_from_completion(c + prompts.END, customer_name=e["customer_name"], facts=e["facts"])
+               for e, c in zip(chunk, texts, strict=True)]
+    return replies, out
+
+
+def _kept(reply: Any, facts: dict) -> bool:
+    """What the pipeline keeps rather than replace by the fact template (procedures without `must_state`)."""
+    return reply.faithful and not missing_facts(reply.text, facts)
 
 
 def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int = 32, constrained: bool = True,
-             solo: int = 0) -> dict[str, Any]:
+             solo: int = 0, redrafts: int = 0) -> dict[str, Any]:
     ext = [e for e in examples if e["task"] == "extract"]
     rep = [e for e in examples if e["task"] == "reply"]
     t0 = time.perf_counter()
@@ -62,20 +81,29 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
     faithful = complete_mentions = 0
     rep_failures: list[dict] = []
     samples: list[str] = []
+    not_kept: list[dict] = []
     for s in range(0, len(rep), batch_size):
         chunk = rep[s : s + batch_size]
-        cons = [reply_constraint(model, e["facts"], e["customer_name"]) for e in chunk] if constrained else None
-        texts, out = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=REPLY_BUDGET, constraints=cons)
+        replies, out = _replies(model, chunk, constrained=constrained)
         dead_ends += out.finish_reasons.count("constraint")
-        for e, c in zip(chunk, texts, strict=True):
-            r = reply_from_completion(c + prompts.END, customer_name=e["customer_name"], facts=e["facts"])
+        for e, r in zip(chunk, replies, strict=True):
             faithful += r.faithful
+            if not _kept(r, e["facts"]):
+                not_kept.append(e)
             complete_mentions += all(str(v) in r.text for v in e["facts"].values())
             if len(samples) < 3:
                 samples.append(r.text)
             if not r.faithful and len(rep_failures) < 8:
                 rep_failures.append({"facts": e["facts"], "reply": r.text, "problems": r.problems})
     t_rep = time.perf_counter() - t0
+    kept_greedy = len(rep) - len(not_kept)
+    # As the runner does: each draft not kept is sampled again (one seed per redraft), up to `redrafts`.
+    for attempt in range(1, redrafts + 1):
+        replies = []
+        for s in range(0, len(not_kept), batch_size):
+            replies += _replies(model, not_kept[s : s + batch_size], constrained=constrained,
+                                temperature=REDRAFT_TEMPERATURE, seed=1000 * attempt)[0]
+        not_kept = [e for e, r in zip(not_kept, replies, strict=True) if not _kept(r, e["facts"])]
     timing = solo_timing(model, ext[:solo], rep[:solo], today=today, constrained=constrained) if solo else {}
     return {
         "constrained": constrained,
@@ -84,6 +112,8 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
         "n_extraction": len(ext),
         "reply_faithfulness": faithful / max(len(rep), 1),
         "reply_mentions_all_facts": complete_mentions / max(len(rep), 1),
+        "reply_kept_by_pipeline": kept_greedy / max(len(rep), 1),
+        **({f"reply_kept_after_{redrafts}_redrafts": 1 - len(not_kept) / max(len(rep), 1)} if redrafts else {}),
         "n_reply": len(rep),
         "seconds_extraction": round(t_ext, 1),
         "seconds_reply": round(t_rep, 1),
@@ -125,13 +155,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--unconstrained", action="store_true", help="plain greedy decoding (the pre-constraint baseline)")
     ap.add_argument("--solo", type=int, default=0, help="also time N single calls of each task (batch of one)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (timings in the docs use 1)")
+    ap.add_argument("--redrafts", type=int, default=0,
+                    help="also report the replies kept after N sampled redrafts of those not kept (the runner's "
+                         "reply_retries)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
     examples = [json.loads(line) for line in a.data.read_text().splitlines() if line.strip()][: a.limit]
-    res = evaluate(model, examples, today=date.fromisoformat(a.today), constrained=not a.unconstrained, solo=a.solo)
+    res = evaluate(model, examples, today=date.fromisoformat(a.today), constrained=not a.unconstrained, solo=a.solo,
+                   redrafts=a.redrafts)
     a.out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
     summary = {k: v for k, v in res.items() if not isinstance(v, list)}
     print(json.dumps(summary, indent=1))

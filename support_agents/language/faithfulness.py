@@ -110,3 +110,19 @@ def faithfulness_problems(
         if re.search(rf"\b{re.escape(p)}\b", reply) and p.lower() not in fact_low:
             problems.append(f"product not in facts: {p!r}")
     return problems
+
+
+def missing_facts(text: str, facts: Mapping[str, str], must_state: list[str] | None = None) -> list[str]:
+    """Facts the reply leaves out. A faithful reply that says nothing useful is not good enough:
+    by default it must state at least one fact and most of the figures (amounts, dates, refs)."""
+    low = text.lower()
+    if must_state is not None:
+        return [k for k in must_state if k in facts and facts[k].lower() not in low]
+    if not facts:
+        return []
+    present = [k for k, v in facts.items() if v.lower() in low]
+    figures = [k for k, v in facts.items() if any(ch.isdigit() for ch in v)]
+    missing = [k for k in figures if k not in present]
+    if not present:
+        return list(facts)[:1]
+    return missing if len(missing) * 2 > len(figures) else []

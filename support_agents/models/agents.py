@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from django.db import models
 
-__all__ = ["AgentProfile", "AgentSlug", "AutoSend"]
+__all__ = ["DEFAULT_REPLY_RETRIES", "AgentProfile", "AgentSlug", "AutoSend"]
 
 
 class AgentSlug(models.TextChoices):
@@ -15,6 +15,11 @@ class AutoSend(models.TextChoices):
     NEVER = "never", "Drafts only (an operator sends)"
     CONFIDENT = "confident", "Send when confident and no approval was needed"
     ALWAYS = "always", "Always send"
+
+
+# Sampled redrafts of a reply the pipeline cannot keep, before the fact template (generation
+# "reply_retries"; profiles saved before the setting existed have no key).
+DEFAULT_REPLY_RETRIES = 1
 
 
 def default_generation() -> dict:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from support_agents.events import publish_event
 from support_agents.models import (
+    DEFAULT_REPLY_RETRIES,
     AgentProcedure,
     AgentProfile,
     AgentProfileVersion,
@@ -240,10 +241,8 @@ def _validate_profile_changes(changes: dict) -> dict[str, str]:
             errs["tools"] = f"unknown tools: {', '.join(unknown)}"
     if "auto_send" in changes and changes["auto_send"] not in AutoSend.values:
         errs["auto_send"] = f"one of {', '.join(AutoSend.values)}"
-    if "max_steps" in changes:
-        v = changes["max_steps"]
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 50:
-            errs["max_steps"] = "an integer from 1 to 50"
+    if "max_steps" in changes and not _int_in(changes["max_steps"], 1, 50):
+        errs["max_steps"] = "an integer from 1 to 50"
     if "refund_approval_limit" in changes:
         try:
             v = Decimal(str(changes["refund_approval_limit"]))
@@ -273,7 +272,7 @@ def _validate_profile_changes(changes: dict) -> dict[str, str]:
                 errs["generation"] = "top_p: a number in (0, 1]"
             elif g.get("tool_calling", "procedure") not in ("procedure", "free"):
                 errs["generation"] = "tool_calling: procedure or free"
-            elif not _int_in(g.get("reply_retries", 1), 0, 3):
+            elif not _int_in(g.get("reply_retries", DEFAULT_REPLY_RETRIES), 0, 3):
                 errs["generation"] = "reply_retries: an integer from 0 to 3"
     if "model_path" in changes:
         from support_agents.inference import agent_path

@@ -67,3 +67,18 @@ def test_sampled_reply_is_reproducible_by_seed_and_never_holds_nul(model):
     assert len(set(texts)) > 1
     # an untrained model samples any byte, NUL included; PostgreSQL cannot store it in text or jsonb
     assert not any("\x00" in t for t in texts)
+
+
+def test_evaluate_reports_replies_kept_before_and_after_redrafts(model):
+    from datetime import date
+
+    from support_agents.language.evaluate import evaluate
+    from support_agents.language.prompts import reply_prompt
+
+    facts = {"amount": "23.50 GBP", "date": "2026-03-03"}
+    examples = [{"task": "reply", "intent": "transaction_charged_twice", "customer_name": name, "facts": facts,
+                 "text": "charged twice", "prompt": reply_prompt(name, "transaction_charged_twice", facts, "charged twice")}
+                for name in ("Alice Smith", "Bo Li", "")]
+    res = evaluate(model, examples, today=date(2026, 3, 10), redrafts=2)
+    assert 0 <= res["reply_kept_by_pipeline"] <= res["reply_kept_after_2_redrafts"] <= 1
+    assert "reply_kept_after_2_redrafts" not in evaluate(model, examples, today=date(2026, 3, 10))

@@ -2,7 +2,7 @@
 
 from django import forms
 
-from support_agents.models import Priority, Queue, TicketStatus
+from support_agents.models import DEFAULT_REPLY_RETRIES, Priority, Queue, TicketStatus
 
 OPEN = "open"
 STATUS_FILTERS = [("", "Any status"), (OPEN, "Open (not resolved)"), *TicketStatus.choices]
@@ -91,7 +91,7 @@ class AgentProfileForm(forms.Form):
         d = self.cleaned_data
         generation = {"max_new_tokens": d["max_new_tokens"], "temperature": d["temperature"], "top_p": d["top_p"],
                       "seed": d["seed"], "tool_calling": d["tool_calling"],
-                      "reply_retries": 1 if d["reply_retries"] is None else d["reply_retries"]}
+                      "reply_retries": DEFAULT_REPLY_RETRIES if d["reply_retries"] is None else d["reply_retries"]}
         return {
             "enabled": d["enabled"], "display_name": d["display_name"], "system_prompt": d["system_prompt"],
             "model_path": d["model_path"].strip(), "generation": generation, "tools": sorted(d["tools"]),
@@ -106,7 +106,7 @@ class AgentProfileForm(forms.Form):
             "enabled": profile.enabled, "display_name": profile.display_name, "system_prompt": profile.system_prompt,
             "model_path": profile.model_path, "max_new_tokens": gen.get("max_new_tokens", 160),
             "temperature": gen.get("temperature", 0.0), "top_p": gen.get("top_p", 1.0), "seed": gen.get("seed"),
-            "tool_calling": gen.get("tool_calling", "procedure"), "reply_retries": gen.get("reply_retries", 1),
+            "tool_calling": gen.get("tool_calling", "procedure"), "reply_retries": gen.get("reply_retries", DEFAULT_REPLY_RETRIES),
             "tools": list(profile.tools or []), "auto_send": profile.auto_send, "max_steps": profile.max_steps,
             "refund_approval_limit": profile.refund_approval_limit,
             "confidence_threshold": profile.confidence_threshold,
