@@ -9,7 +9,13 @@ from typing import Any
 
 from . import prompts
 from .constrained import extraction_constraint, reply_constraint
-from .faithfulness import faithfulness_problems, greeting_name, with_greeting_name
+from .faithfulness import (
+    faithfulness_problems,
+    greeting_name,
+    intent_topic,
+    with_greeting_name,
+    with_intent_topic,
+)
 from .fields import FIELDS, PRODUCTS, grounded, normalize
 
 
@@ -118,9 +124,11 @@ REDRAFT_TEMPERATURE = 0.8
 
 
 def reply_from_completion(completion: str, *, customer_name: str, facts: Mapping[str, str],
-                          products: Iterable[str] = PRODUCTS) -> Reply:
+                          products: Iterable[str] = PRODUCTS, intent: str | None = None) -> Reply:
     text = with_greeting_name(prompts.parse_reply(completion), customer_name)
-    problems = faithfulness_problems(text, facts, customer_name=customer_name, products=products)
+    if intent is not None:
+        text = with_intent_topic(text, intent)
+    problems = faithfulness_problems(text, facts, customer_name=customer_name, products=products, intent=intent)
     if not text:
         problems.insert(0, "empty reply")
     if any(tok in text for tok in prompts.SPECIAL_TOKENS):
@@ -155,14 +163,14 @@ def write_reply(
     completion = complete(model, prompts.reply_prompt(customer_name, intent, facts, message),
                           max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply", constraint=constraint,
                           temperature=temperature, seed=seed)
-    return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products)
+    return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products,
+                                 intent=intent)
 
 
 def template_reply(*, customer_name: str, intent: str, facts: Mapping[str, str]) -> str:
     """The deterministic fallback: states the facts verbatim, so it is faithful by construction."""
     first = greeting_name(customer_name)
-    topic = intent.replace("_", " ").rstrip("?")
-    lines = [f"Hi {first},", f"Thanks for contacting us about {topic}. Here is what we found:"]
+    lines = [f"Hi {first},", f"Thanks for contacting us about {intent_topic(intent)}. Here is what we found:"]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in facts.items()]
     lines.append("Reply to this message if anything is still unclear.")
     return "\n".join(lines)

@@ -36,17 +36,22 @@ from .api import (
     write_reply,
 )
 from .constrained import extraction_constraint, reply_constraint
-from .faithfulness import missing_facts
+from .faithfulness import intent_topic, missing_facts, opening_topic
 
 
 def _replies(model: Any, chunk: list[dict], *, constrained: bool, temperature: float = 0.0,
-             seed: int | None = None) -> tuple[list[Any], Any]:
+             seed: int | None = None) -> tuple[list[Any], Any, list[bool]]:
+    """Replies, the generation output, and per reply whether its opening named another intent's topic
+    (which ``reply_from_completion`` corrects)."""
     cons = [reply_constraint(model, e["facts"], e["customer_name"]) for e in chunk] if constrained else None
     texts, out = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=REPLY_BUDGET, constraints=cons,
                                 temperature=temperature, seed=seed)
-    replies = [reply_from_completion(c + prompts.END, customer_name=e["customer_name"], facts=e["facts"])
+    replies = [reply_from_completion(c + prompts.END, customer_name=e["customer_name"], facts=e["facts"],
+                                     intent=e["intent"])
                for e, c in zip(chunk, texts, strict=True)]
-    return replies, out
+    named = [opening_topic(prompts.parse_reply(c + prompts.END)) for c in texts]
+    corrected = [n is not None and n[0] != intent_topic(e["intent"]) for e, n in zip(chunk, named, strict=True)]
+    return replies, out, corrected
 
 
 def _kept(reply: Any, facts: dict) -> bool:
@@ -78,14 +83,15 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
                 failures.append({"text": e["text"], "expected": e["expected"], "got": got, "completion": c})
     t_ext = time.perf_counter() - t0
     t0 = time.perf_counter()
-    faithful = complete_mentions = 0
+    faithful = complete_mentions = corrected = 0
     rep_failures: list[dict] = []
     samples: list[str] = []
     not_kept: list[dict] = []
     for s in range(0, len(rep), batch_size):
         chunk = rep[s : s + batch_size]
-        replies, out = _replies(model, chunk, constrained=constrained)
+        replies, out, fixed = _replies(model, chunk, constrained=constrained)
         dead_ends += out.finish_reasons.count("constraint")
+        corrected += sum(fixed)
         for e, r in zip(chunk, replies, strict=True):
             faithful += r.faithful
             if not _kept(r, e["facts"]):
@@ -112,6 +118,7 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
         "n_extraction": len(ext),
         "reply_faithfulness": faithful / max(len(rep), 1),
         "reply_mentions_all_facts": complete_mentions / max(len(rep), 1),
+        "reply_opening_topic_corrected": corrected / max(len(rep), 1),
         "reply_kept_by_pipeline": kept_greedy / max(len(rep), 1),
         **({f"reply_kept_after_{redrafts}_redrafts": 1 - len(not_kept) / max(len(rep), 1)} if redrafts else {}),
         "n_reply": len(rep),

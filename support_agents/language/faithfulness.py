@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+from moe_engine.data.banking77 import queues
 
 from .fields import CURRENCIES, DATE_PATTERNS, PRODUCTS, normalize_date
 
@@ -22,6 +25,7 @@ _CODE = re.compile(r"\b(" + "|".join(CURRENCIES) + r")\b")
 # "Hi Alice," / "Dear Mr Khan": the word after the salutation is whom the reply addresses.
 _GREETING = re.compile(r"^(\s*(?:Hi|Hello|Hey|Dear)\s+)([A-Z][\w'’-]*)(?=[\s,.!:;]|$)")
 _SYMBOLS = {"£": "GBP", "€": "EUR", "$": "USD", "¥": "JPY"}
+_FIRST_SENTENCE = re.compile(r"^[^.!?\n]*")
 
 
 def _num(s: str) -> Decimal | None:
@@ -61,15 +65,51 @@ def with_greeting_name(reply: str, customer_name: str) -> str:
     return _GREETING.sub(lambda m: m.group(1) + greeting_name(customer_name), reply, count=1)
 
 
+def intent_topic(intent: str) -> str:
+    """How a reply names the ticket's intent in its opening: "Refund_not_showing_up" -> "refund not showing up"."""
+    return intent.replace("_", " ").rstrip("?").lower()
+
+
+@lru_cache(maxsize=1)
+def _known_topics() -> tuple[str, ...]:
+    # longest first, so "card payment wrong exchange rate" wins over the "exchange rate" inside it
+    return tuple(sorted({intent_topic(i) for i in queues()}, key=len, reverse=True))
+
+
+def opening_topic(reply: str) -> tuple[str, tuple[int, int]] | None:
+    """The intent topic the reply's first sentence names ("… sorry for the trouble with card arrival."),
+    with its span; None when it names none we know."""
+    opening = _FIRST_SENTENCE.match(reply).group(0).lower()
+    for topic in _known_topics():
+        m = re.search(rf"\b{re.escape(topic)}\b", opening)
+        if m:
+            return topic, m.span()
+    return None
+
+
+def with_intent_topic(reply: str, intent: str) -> str:
+    """The reply opening on the ticket's own topic. The small model sometimes names a neighbouring
+    intent's topic ("the trouble with refund not showing up" on an extra-charge ticket) while the
+    facts below are right; the wrong topic is replaced, never left in."""
+    named = opening_topic(reply)
+    ours = intent_topic(intent)
+    if named is None or named[0] == ours:
+        return reply
+    start, end = named[1]
+    return reply[:start] + ours + reply[end:]
+
+
 def faithfulness_problems(
     reply: str,
     facts: Mapping[str, str],
     *,
     customer_name: str = "",
     products: Iterable[str] = PRODUCTS,
+    intent: str | None = None,
 ) -> list[str]:
     """Every amount, number, date, currency or product in ``reply`` that the facts do not contain,
-    and a greeting that names anyone but the customer."""
+    a greeting that names anyone but the customer and, given the ticket's ``intent``, an opening that
+    names another intent's topic."""
     fact_text = " ".join(str(v) for v in facts.values()) + " " + customer_name
     fact_low = fact_text.lower()
     problems: list[str] = []
@@ -104,6 +144,9 @@ def faithfulness_problems(
     greeted = _GREETING.match(reply)
     if greeted and greeted.group(2) not in (greeting_name(customer_name), "there"):
         problems.append(f"greets someone else: {greeted.group(2)!r}")
+    named = opening_topic(reply)
+    if intent is not None and named and named[0] != intent_topic(intent):
+        problems.append(f"opens on another topic: {named[0]!r}")
 
     for p in products:
         # case-sensitive: "Metal card" is the product, "your metal card" is the customer's card

@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from . import prompts
-from .faithfulness import faithfulness_problems
+from .faithfulness import faithfulness_problems, intent_topic
 from .fields import CURRENCIES, FIELDS, PRODUCTS, grounded, normalize
 from .procedure_facts import World, load_bank_constants, load_procedures, procedure_facts
 
@@ -433,8 +433,7 @@ def fact_sentence(key: str, value: str, rng: random.Random) -> str:
 
 def reply_text(customer_name: str, intent: str, facts: dict[str, str], rng: random.Random) -> str:
     first = customer_name.split()[0]
-    topic = intent.replace("_", " ").rstrip("?").lower()
-    parts = [rng.choice(OPENERS).format(first=first, topic=topic)]
+    parts = [rng.choice(OPENERS).format(first=first, topic=intent_topic(intent))]
     stated: set[str] = set()
     for k, v in facts.items():
         if v.lower() not in stated:  # two facts from one tool often repeat a sentence; say it once

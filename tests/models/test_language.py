@@ -130,6 +130,26 @@ def test_reply_greets_the_customer_on_file_never_an_invented_name():
     assert body.text == "The fee is 0.50 GBP. Hi Bob"  # only a leading salutation is a greeting
 
 
+def test_reply_opens_on_the_tickets_own_topic():
+    wrong = "Hello Alice, sorry for the trouble with refund not showing up. The fee is 0.50 GBP."
+    assert "opens on another topic: 'refund not showing up'" in faithfulness_problems(
+        wrong, FACTS, customer_name="Alice Smith", intent="extra_charge_on_statement")
+    assert faithfulness_problems(wrong, FACTS, customer_name="Alice Smith", intent="Refund_not_showing_up") == []
+    # the pipeline's reply: a neighbouring intent's topic in the opening is replaced by the ticket's
+    fixed = reply_from_completion(wrong, customer_name="Alice Smith", facts=FACTS, intent="extra_charge_on_statement")
+    assert fixed.faithful
+    assert fixed.text == "Hello Alice, sorry for the trouble with extra charge on statement. The fee is 0.50 GBP."
+    # the longest topic named wins: "exchange rate" inside "card payment wrong exchange rate" is not the topic
+    longer = "Hi Alice, thanks for getting in touch about card payment wrong exchange rate. The fee is 0.50 GBP."
+    assert reply_from_completion(longer, customer_name="Alice Smith", facts=FACTS,
+                                 intent="card_payment_wrong_exchange_rate").text == longer
+    assert reply_from_completion(longer, customer_name="Alice Smith", facts=FACTS, intent="exchange_rate").text == (
+        "Hi Alice, thanks for getting in touch about exchange rate. The fee is 0.50 GBP.")
+    # only the opening sentence is the topic; a topic named later is left alone
+    later = "Hi Alice, the fee is 0.50 GBP. It is not a card payment fee charged twice."
+    assert reply_from_completion(later, customer_name="Alice Smith", facts=FACTS, intent="exchange_rate").text == later
+
+
 def test_template_reply_is_faithful():
     text = template_reply(customer_name="Alice Smith", intent="card_payment_fee_charged", facts=FACTS)
     assert faithfulness_problems(text, FACTS, customer_name="Alice Smith") == []
