@@ -2,7 +2,8 @@
 
     python benchmarks/intake.py --duration 30 --concurrency 16 --web-workers 2
 
-Starts `uvicorn webapp.asgi:application` (unless --url is given), creates a fresh intake source,
+Starts the web server as run.sh does (`python -m webapp.serve`: uvicorn, a listener per worker;
+`--shared-socket` for uvicorn's own `--workers`) unless --url is given, creates a fresh intake source,
 posts unique signed tickets for --duration seconds from --procs load processes with --concurrency
 requests in flight each, then counts rows: every 202 must be exactly one Ticket + one accepted
 InboundEvent + one first Message + one `ticket.created` audit record (zero lost). Prints a JSON summary.
@@ -204,6 +205,8 @@ def main() -> None:
         help="serve intake through Django's handler (INTAKE_FAST_PATH=0)",
     )
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--shared-socket", action="store_true",
+                    help="start uvicorn --workers N (one listener shared by all workers) instead of webapp.serve")
     ap.add_argument("--url", help="base URL of an already running server (skip starting uvicorn)")
     args = ap.parse_args()
 
@@ -228,9 +231,11 @@ def main() -> None:
             env["INTAKE_THREADS"] = str(args.intake_threads)
         if args.django_path:
             env["INTAKE_FAST_PATH"] = "0"
+        # webapp.serve as run.sh starts it; --shared-socket: uvicorn's own --workers, for comparison
+        server_cmd = (["-m", "uvicorn", "webapp.asgi:application"] if args.shared_socket
+                      else ["-m", "webapp.serve"])
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--port", str(args.port),
-             "--workers", str(args.web_workers), "--loop", "uvloop", "--http", "httptools",
+            [sys.executable, *server_cmd, "--port", str(args.port), "--workers", str(args.web_workers),
              "--log-level", "warning", "--no-access-log"],
             cwd=ROOT, env=env,
         )  # fmt: skip
@@ -307,6 +312,7 @@ def main() -> None:
         },
         "duration_s": round(elapsed, 2),
         "web_workers": None if args.url else args.web_workers,
+        "server": None if args.url else ("uvicorn --workers" if args.shared_socket else "webapp.serve"),
         "intake_path": "django" if args.django_path else "fast",
         "load_procs": args.procs,
         "concurrency_per_proc": args.concurrency,
@@ -333,6 +339,8 @@ def main() -> None:
             "postgres_backends": per_ticket(spent(pg_pids_all)),
             "redis": per_ticket(spent(redis_pids)),
         },
+        # how evenly the uvicorn processes shared the work (each is bound by its own GIL)
+        "web_cpu_s_by_process": sorted((round(spent([p]), 2) for p in web_pids), reverse=True) if server else None,
         "lost": len(set(accepted_refs)) - tickets,
         "zero_lost": len(set(accepted_refs)) == tickets == events == one_message == audits,
     }

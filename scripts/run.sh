@@ -46,7 +46,8 @@ chmod 600 "$DATA/env.sh"
 # Web: a shared psycopg pool (requests run in many threads). Workers: one kept connection each.
 # Each in its own session: Ctrl-C reaches this script only, which stops the server and workers first
 # and the database and Redis last, instead of everything at once.
-DATABASE_POOL="${DATABASE_POOL:-1}" moedesk_own_session "$PY" -m uvicorn webapp.asgi:application --host "$HOST" --port "$PORT" \
+# webapp.serve is uvicorn; with several web workers each gets its own listener (see its docstring).
+DATABASE_POOL="${DATABASE_POOL:-1}" moedesk_own_session "$PY" -m webapp.serve --host "$HOST" --port "$PORT" \
     --workers "${MOEDESK_WEB_WORKERS:-1}" --log-level warning >"$DATA/logs/web.log" 2>&1 &
 PIDS+=($!)
 for q in ${MOEDESK_QUEUES:-triage billing technical sales}; do
