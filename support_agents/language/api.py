@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from . import prompts
-from .constrained import extraction_constraint, reply_constraint
+from .constrained import extraction_constraint, sentence_constraint
 from .faithfulness import (
     faithfulness_problems,
     greeting_name,
@@ -17,6 +17,7 @@ from .faithfulness import (
     with_intent_topic,
 )
 from .fields import FIELDS, PRODUCTS, grounded, normalize
+from .phrasing import CLOSERS, fact_sentences, openings
 
 
 @dataclass
@@ -118,7 +119,14 @@ def extract_arguments(
     return arguments_from_completion(completion, text=text, fields=fields, today=today)
 
 
-REPLY_BUDGET = 120
+def reply_budget(model: Any, facts: Mapping[str, str], customer_name: str, intent: str) -> int:
+    """New tokens enough for the longest reply the sentence constraint allows: the longest opening,
+    every fact in its longest phrasing and the longest closing (a fixed budget cut long replies)."""
+    longest = [max(openings(greeting_name(customer_name), intent_topic(intent)), key=len),
+               *(max(fact_sentences(k, str(v)), key=len) for k, v in facts.items()), max(CLOSERS, key=len)]
+    return len(model.tokenizer.encode(" ".join(longest), add_special_tokens=False)) + 4
+
+
 # A draft the pipeline cannot keep is redrafted by sampling (top-p 0.95) at this temperature.
 REDRAFT_TEMPERATURE = 0.8
 
@@ -159,9 +167,10 @@ def write_reply(
     ``template_reply`` instead.
     """
     products = tuple(products)
-    constraint = reply_constraint(model, facts, customer_name, products) if constrained else None
+    constraint = sentence_constraint(model, facts, customer_name, intent) if constrained else None
     completion = complete(model, prompts.reply_prompt(customer_name, intent, facts, message),
-                          max_new_tokens=REPLY_BUDGET, trace=trace, task="write_reply", constraint=constraint,
+                          max_new_tokens=reply_budget(model, facts, customer_name, intent), trace=trace,
+                          task="write_reply", constraint=constraint,
                           temperature=temperature, seed=seed)
     return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products,
                                  intent=intent)

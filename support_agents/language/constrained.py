@@ -8,14 +8,15 @@ The engine asks a request's constraint, once per decode step, which token ids ma
   customer's cleaned text (1-4 words) that ``normalize`` accepts for that field and ``grounded``
   supports, so the model can only choose, never invent. (Currency may also be the ISO code, the form
   the model was trained to write, when the text names that currency.)
-* ``ReplyConstraint`` lets the model write freely except: every whitespace-separated word holding a
-  digit (amount, date, card digits, percentage, reference) must be a prefix of such a word in the
-  facts or the customer's name, and may end only when complete; number words, currency codes and
-  product names that ``faithfulness_problems`` would flag cannot be completed; currency symbols not in
-  the facts cannot be written.
+* ``SentenceConstraint`` keeps a reply to the sentences of ``phrasing``: the opening for this
+  customer and topic, each fact once in one of its phrasings, then a closing, and no closing or end
+  before every fact is stated. The model chooses order and phrasing; it cannot write a sentence the
+  facts do not support, repeat one or leave a fact out. (An earlier constraint only kept numbers,
+  dates, currencies and products to the facts: a third of the replies it let through said
+  something else wrong, "per month" for "per payment", another intent's answer.)
 
 The vocabulary is byte-level BPE: each token's bytes are computed once per tokenizer (``Vocab``),
-and extraction walks a byte trie of the vocabulary along the bytes the grammar allows, so a step
+and both constraints walk a byte trie of the vocabulary along the bytes the grammar allows, so a step
 costs what the few valid continuations cost, not the 4,096 tokens.
 """
 from __future__ import annotations
@@ -27,12 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from . import prompts
-from .faithfulness import _CODE, _NUMBER, _NUMBER_WORDS, _SYMBOLS
-from .fields import CURRENCIES, DATE_PATTERNS, MONTHS, PRODUCTS, grounded, normalize
+from .fields import CURRENCIES, DATE_PATTERNS, grounded, normalize
 
 
 # -- the vocabulary as bytes --------------------------------------------------------------------------
@@ -58,7 +55,7 @@ class _Node:
 
 
 class Vocab:
-    """Per-tokenizer tables: token bytes, a byte trie, and masks of token classes (built once)."""
+    """Per-tokenizer tables: the bytes of every token and a byte trie over them (built once)."""
 
     def __init__(self, tokenizer: Any, vocab_size: int | None = None):
         inner = tokenizer.tok
@@ -71,7 +68,6 @@ class Vocab:
                 self.bytes[i] = bytes(dec[c] for c in s)
         self.end_id = inner.token_to_id(prompts.END)
         self.root = _Node()
-        self.by_bytes: dict[bytes, int] = {}
         for i, b in enumerate(self.bytes):
             if not b:
                 continue
@@ -79,25 +75,6 @@ class Vocab:
             for c in b:
                 node = node.children.setdefault(c, _Node())
             node.ids.append(i)
-            self.by_bytes.setdefault(b, i)
-        text = [b.decode("utf-8", "replace") if b else "" for b in self.bytes]
-        self.text = text
-
-        def mask(pred: Any) -> Tensor:
-            return torch.tensor([bool(b) and pred(b, t) for b, t in zip(self.bytes, text, strict=True)])
-
-        self.regular = mask(lambda b, t: True)  # every non-special token
-        self.has_digit = mask(lambda b, t: any(48 <= c <= 57 for c in b))
-        self.starts_space = mask(lambda b, t: b[:1].isspace())
-        self.starts_word = mask(lambda b, t: bool(re.match(r"\w", t)))  # continues a \w run
-        self.partial = mask(lambda b, t: "\ufffd" in t)  # not whole UTF-8 characters on its own
-        self.punct = mask(lambda b, t: not re.search(r"[\w\s\ufffd]", t))
-        self.by_lower: dict[str, list[int]] = {}
-        for i, t in enumerate(text):
-            if self.bytes[i]:
-                self.by_lower.setdefault(t.lower(), []).append(i)
-        self.symbol = {s: mask(lambda b, t, s=s: s in t) for s in _SYMBOLS}
-        self.digit_ids = self.has_digit.nonzero().flatten().tolist()
 
 
 _VOCABS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -334,157 +311,151 @@ class ExtractionConstraint:
 
 
 # -- replies -----------------------------------------------------------------------------------------
-_DIGIT = re.compile(r"\d")
-_WS = re.compile(r"\s")
+_SPACE = ord(" ")
 
 
-def _core(word: str) -> str:
-    return word.lstrip(_LEAD).rstrip(_TRAIL)
+class SentenceConstraint:
+    """Keeps a reply to the phrasing the model was trained on (``phrasing``): the opening for this
+    customer and topic, then each fact once in one of its phrasings, then optionally one closing.
 
-
-class ReplyConstraint:
-    """Keeps a free-text reply inside what ``faithfulness_problems`` accepts (see the module doc).
-
-    Byte-level BPE tokens hold no whitespace after their first character and never mix letters,
-    digits and punctuation, so a token either starts a new word (leading whitespace) or grows the
-    current one. The digit rule is checked on the current word; a flagged name (number word,
-    currency code, product) is blocked at the token that would complete it.
+    Every fact must be stated before a closing or the end may come (a fact whose value an earlier
+    sentence already holds counts as stated, as in ``synth.reply_text``), so the reply is faithful and
+    complete by construction; the model only chooses the order and the phrasing. A state is a set of
+    paths (several sentences may share a prefix): (trie node or None between sentences, facts stated,
+    whether the closing was written, whether a sentence after the opening was written).
     """
 
-    def __init__(self, vocab: Vocab, facts: Mapping[str, str], customer_name: str = "",
-                 products: Iterable[str] = PRODUCTS):
+    def __init__(self, vocab: Vocab, facts: Mapping[str, str], customer_name: str, intent: str):
+        from .faithfulness import greeting_name, intent_topic
+        from .phrasing import CLOSERS, fact_sentences, openings
+
         self.vocab = vocab
-        fact_text = " ".join(str(v) for v in facts.values()) + " " + customer_name
-        low = fact_text.lower()
-        words = {w.lstrip(_LEAD) for w in fact_text.split()}
-        # digit words as written in the facts (whole, or without trailing punctuation), and bare numbers
-        self.digit_words = {x for w in words for x in (w, w.rstrip(_TRAIL)) if _DIGIT.search(x)}
-        self.digit_words |= {m.group(0) for m in _NUMBER.finditer(fact_text)}
-        self.digit_prefixes = {f[:k] for f in self.digit_words for k in range(1, len(f) + 1)}
-        codes = set(_CODE.findall(fact_text.upper())) | {c for s, c in _SYMBOLS.items() if s in fact_text}
-        # (name, case-insensitive) pairs the reply must not complete
-        self.banned = [(w, True) for w in _NUMBER_WORDS if not re.search(rf"\b{w}\b", low)]
-        self.banned += [(c, False) for c in CURRENCIES if c not in codes]
-        self.banned += [(p, False) for p in products if p.lower() not in low]
-        self.banned_symbols = [s for s, c in _SYMBOLS.items() if c not in codes]
-        # month names the facts do not use: next to a day number they would make a date
-        self.months = {n for m in MONTHS for n in (m, m[:3]) if not re.search(rf"\b{m[:3]}", low)}
-        # begun name -> the rests that would complete it (keys lower-cased where case does not matter)
-        self.rests: dict[tuple[str, bool], list[str]] = {}
-        for name, nocase in self.banned:
-            key = name.lower() if nocase else name
-            for k in range(1, len(key)):
-                self.rests.setdefault((key[:k], nocase), []).append(key[k:])
-        allowed = vocab.regular.clone()
-        for s in self.banned_symbols:
-            allowed &= ~vocab.symbol[s]
-        for name, nocase in self.banned:  # a token holding a whole flagged word, e.g. " five", " EUR"
-            if " " not in name:
-                for i in [*vocab.by_lower.get(name.lower(), ()), *vocab.by_lower.get(" " + name.lower(), ())]:
-                    if nocase or vocab.text[i].lstrip() == name:
-                        allowed[i] = False
-        self.glued = allowed & ~vocab.starts_space  # tokens that grow the current word (checked per step)
-        self.glued_plain = self.glued & ~vocab.has_digit
-        # a digit token that starts a word must begin some fact digit word
-        fresh = allowed.clone()
-        fresh[[i for i in vocab.digit_ids if not self._word_ok(vocab.text[i].lstrip(), final=False)]] = False
-        self.space_start = fresh & vocab.starts_space
-        self.glued_fresh_digits = fresh & ~vocab.starts_space & vocab.has_digit
-        self.glued_punct = (self.glued & vocab.punct).nonzero().flatten().tolist()
-        self.raw = b""
-        self.text = ""
+        values = {k: str(v) for k, v in facts.items()}
+        self.sentences: list[tuple[str, str | None]] = []  # (text, fact key; None for a closing)
+        self.opening = _Node()
+        self.body = _Node()
+        for text in openings(greeting_name(customer_name), intent_topic(intent)):
+            self._add(self.opening, text, None)
+        self.n_openings = len(self.sentences)
+        for key, value in values.items():
+            for text in fact_sentences(key, value):
+                self._add(self.body, text, key)
+        for text in CLOSERS:
+            self._add(self.body, text, None)
+        self.values = values
+        self.all_keys = frozenset(values)
+        # the sentences under each node, so a path stops as soon as none of them may still be said
+        # (the model would otherwise write a repeated fact to its end and find no way on)
+        self.below: dict[int, list[int]] = {}
+        self._collect(self.body)
+        self.paths: set[tuple] | None = {(self.opening, frozenset(), False, False)}
         self.seen = 0
 
-    def _word_ok(self, word: str, *, final: bool) -> bool:
-        """Whether a whitespace-free word may stand (final) or may still grow into an allowed one."""
-        core = word.lstrip(_LEAD)
-        if not _DIGIT.search(core):
-            return True
-        if core in self.digit_words or core.rstrip(_TRAIL) in self.digit_words:
-            return True
-        return not final and core in self.digit_prefixes
+    def _add(self, trie: _Node, text: str, key: str | None) -> None:
+        self.sentences.append((text, key))
+        node = trie
+        for b in text.encode():
+            node = node.children.setdefault(b, _Node())
+        node.ids.append(len(self.sentences) - 1)  # the sentences that end here
 
-    def _completing(self, text: str) -> list[int]:
-        """Tokens that would complete a flagged name the text has begun (word-bounded on the left)."""
-        v, out = self.vocab, []
-        tail = text[-40:]
-        # a name begins where a word begins; products span up to three words
-        for m in list(re.finditer(r"\b\w", tail))[-3:]:
-            begun = tail[m.start() :]
-            for nocase in (False, True):
-                for rest in self.rests.get((begun.lower() if nocase else begun, nocase), ()):
-                    ids = v.by_lower.get(rest.lower(), ())
-                    out += ids if nocase else [i for i in ids if v.text[i] == rest]
-        return out
+    def _collect(self, node: _Node) -> list[int]:
+        ids = [*node.ids, *(i for child in node.children.values() for i in self._collect(child))]
+        self.below[id(node)] = ids
+        return ids
 
-    def allowed(self, generated: Sequence[int]) -> Tensor:
-        v = self.vocab
-        if len(generated) > self.seen:
-            self.raw += b"".join(v.bytes[t] or b"" for t in generated[self.seen :])
-            self.text = self.raw.decode("utf-8", "ignore")
-            self.seen = len(generated)
-        text = self.text
-        cut = len(text)
-        while cut and not text[cut - 1].isspace():
-            cut -= 1
-        word = text[cut:]
-        core = word.lstrip(_LEAD)
-        if not _DIGIT.search(core):
-            mask = self.space_start | self.glued_plain
-            mask[v.end_id] = True
-            # digits glued to letters ("TX" + "45") or to a leading "(" or "£" must begin a fact word
-            for i in self._growing(core) if core else ():
-                mask[i] = bool(self.glued[i]) and self._word_ok(word + v.text[i], final=False)
-            if not core:
-                mask |= self.glued_fresh_digits
-        else:
-            final = self._word_ok(word, final=True)
-            mask = self.space_start.clone() if final else torch.zeros_like(self.space_start)
-            mask[v.end_id] = final
-            for i in self._growing(core) + self.glued_punct:
-                mask[i] = bool(self.glued[i]) and self._word_ok(word + v.text[i], final=False)
-        for i in self._completing(text) + self._month_blocks(text):
-            mask[i] = False
-        month = re.search(r"\b([A-Za-z]+)\.?( ?)$", text[-16:])
-        if month is not None and month.group(1).lower() in self.months:  # "September" + " 5" is a date
-            mask &= ~(v.has_digit & (~v.starts_space if month.group(2) else v.starts_space))
-        if self.raw[-4:].decode("utf-8", "replace").endswith("\ufffd"):
-            # an unfinished UTF-8 character: a continuation byte must not complete a banned symbol
-            for i in (mask & v.partial).nonzero().flatten().tolist():
-                done = (self.raw[-4:] + (v.bytes[i] or b"")).decode("utf-8", "ignore")
-                mask[i] = not any(s in done for s in self.banned_symbols)
-        return mask
+    def _sayable(self, sid: int, stated: frozenset) -> bool:
+        key = self.sentences[sid][1]
+        return stated == self.all_keys if key is None else key not in stated
 
-    def _month_blocks(self, text: str) -> list[int]:
-        """Tokens that would write a date the facts lack: a month name next to a day number."""
-        if not self.months:
+    def _stated_after(self, stated: frozenset, sid: int) -> frozenset | None:
+        """Facts stated once fact sentence ``sid`` is added (every fact with the same value, which
+        ``synth.reply_text`` says once); None if its fact was stated already."""
+        key = self.sentences[sid][1]
+        if key in stated:
+            return None
+        value = self.values[key].lower()
+        return stated | {k for k, v in self.values.items() if v.lower() == value}
+
+    def _step(self, path: tuple, b: int) -> list[tuple]:
+        node, stated, closed, wrote_body = path
+        if node is None:  # between sentences: only the space that starts the next one
+            return [(self.body, stated, closed, wrote_body)] if b == _SPACE and not closed else []
+        child = node.children.get(b)
+        if child is None or (id(child) in self.below and not any(self._sayable(i, stated)
+                                                                for i in self.below[id(child)])):
             return []
-        v, out = self.vocab, []
-        day = re.search(r"\b\d{1,2}(?:st|nd|rd|th)?(?: of)?( ?)([A-Za-z]*)$", text[-24:])
-        if day is not None:  # "5 Sept" + "ember", "5" + " March"
-            space, begun = day.group(1), day.group(2).lower()
-            for name in self.months:
-                if space and name.startswith(begun) and len(name) > len(begun):
-                    out += v.by_lower.get(name[len(begun) :], [])
-                elif not space and not begun:
-                    out += v.by_lower.get(" " + name, [])
+        return [(child, stated, closed, wrote_body)]
+
+    def _finish(self, path: tuple) -> list[tuple]:
+        """The paths that end a sentence at this node (and are then between sentences)."""
+        node, stated, _closed, _wrote_body = path
+        out = []
+        for sid in node.ids:
+            key = self.sentences[sid][1]
+            if sid < self.n_openings:
+                out.append((None, stated, False, False))
+            elif key is None:  # a closing: only once every fact is stated
+                if stated == self.all_keys:
+                    out.append((None, stated, True, True))
+            elif (nxt := self._stated_after(stated, sid)) is not None:
+                out.append((None, nxt, False, True))
         return out
 
-    def _growing(self, core: str) -> list[int]:
-        """Tokens that extend ``core`` along some fact digit word."""
-        rests = {f[len(core) :] for f in self.digit_words if f.startswith(core)}
-        ids = {self.vocab.by_bytes.get(r[:k].encode()) for r in rests for k in range(1, len(r) + 1)}
-        return [i for i in ids if i is not None]
+    def _advance(self, paths: set[tuple], b: int) -> set[tuple]:
+        out: set[tuple] = set()
+        for path in paths:
+            out.update(self._step(path, b))
+            for done in self._finish(path):
+                out.update(self._step(done, b))
+        return out
+
+    def _may_end(self, paths: set[tuple]) -> bool:
+        return any(wrote_body and stated == self.all_keys
+                   for path in paths for _n, stated, _c, wrote_body in self._finish(path))
+
+    def _consume(self, generated: Sequence[int]) -> None:
+        for t in generated[self.seen :]:
+            if self.paths is None:
+                break
+            b = self.vocab.bytes[t] if 0 <= t < self.vocab.size else None
+            if b is None:
+                self.paths = None  # a special token: END is the last one ever allowed
+                continue
+            for c in b:
+                self.paths = self._advance(self.paths, c) or None
+                if self.paths is None:
+                    break
+        self.seen = len(generated)
+
+    def allowed(self, generated: Sequence[int]) -> list[int]:
+        self._consume(generated)
+        if self.paths is None:
+            return []
+        out: list[int] = [self.vocab.end_id] if self._may_end(self.paths) else []
+        stack = [(self.vocab.root, frozenset(self.paths))]
+        visited: set = set()
+        while stack:
+            node, paths = stack.pop()
+            for b, child in node.children.items():
+                nxt = self._advance(set(paths), b)
+                if not nxt:
+                    continue
+                out.extend(child.ids)
+                key = (id(child), frozenset(nxt))
+                if child.children and key not in visited:
+                    visited.add(key)
+                    stack.append((child, frozenset(nxt)))
+        return out
+
+
+def sentence_constraint(model: Any, facts: Mapping[str, str], customer_name: str, intent: str
+                        ) -> SentenceConstraint:
+    return SentenceConstraint(vocab_for(model.tokenizer, _vocab_size(model)), facts, customer_name, intent)
 
 
 def extraction_constraint(model: Any, text: str, fields: Sequence[str], today: date | None = None
                           ) -> ExtractionConstraint:
     return ExtractionConstraint(vocab_for(model.tokenizer, _vocab_size(model)), text, fields, today)
-
-
-def reply_constraint(model: Any, facts: Mapping[str, str], customer_name: str = "",
-                     products: Iterable[str] = PRODUCTS) -> ReplyConstraint:
-    return ReplyConstraint(vocab_for(model.tokenizer, _vocab_size(model)), facts, customer_name, products)
 
 
 def _vocab_size(model: Any) -> int | None:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from moe_engine.data.banking77 import queues
 
 from .fields import CURRENCIES, DATE_PATTERNS, PRODUCTS, normalize_date
+from .phrasing import CLOSERS, fact_sentences, openings
 
 _NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])\d+(?:\.\d+)?")
 _NUMBER_WORDS = (
@@ -26,6 +27,8 @@ _CODE = re.compile(r"\b(" + "|".join(CURRENCIES) + r")\b")
 _GREETING = re.compile(r"^(\s*(?:Hi|Hello|Hey|Dear)\s+)([A-Z][\w'’-]*)(?=[\s,.!:;]|$)")
 _SYMBOLS = {"£": "GBP", "€": "EUR", "$": "USD", "¥": "JPY"}
 _FIRST_SENTENCE = re.compile(r"^[^.!?\n]*")
+# the end of a sentence: not the point inside "1.50" or "Cards > Order.x"
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
 def _num(s: str) -> Decimal | None:
@@ -99,6 +102,41 @@ def with_intent_topic(reply: str, intent: str) -> str:
     return reply[:start] + ours + reply[end:]
 
 
+def unsupported_sentences(reply: str, facts: Mapping[str, str], *, customer_name: str, intent: str) -> list[str]:
+    """The stretches of ``reply`` that are not the opening, a statement of one of the facts (in one of
+    the phrasings of ``phrasing``) or a closing, and fact sentences said twice.
+
+    The atom checks of ``faithfulness_problems`` cannot see a wrong word ("per month" for "per
+    payment", "pending" for "rejected") or a sentence that belongs to another ticket; this can.
+    """
+    stated = {s for k, v in facts.items() for s in fact_sentences(k, v)}
+    # longest first: "The fee is 1.50 GBP." must not stop a longer sentence that starts the same way
+    candidates = sorted({*openings(greeting_name(customer_name), intent_topic(intent)), *CLOSERS, *stated},
+                        key=len, reverse=True)
+    problems: list[str] = []
+    said: set[str] = set()
+    text, i = reply.strip(), 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        found = next((c for c in candidates if text.startswith(c, i)), None)
+        if found is None:
+            # the unsupported stretch runs to its sentence end or to where a known sentence starts
+            end = _SENTENCE_END.search(text, i)
+            stop = end.end() if end else len(text)
+            stop = next((j for j in range(i + 1, stop) if text[j - 1].isspace()
+                         and any(text.startswith(c, j) for c in candidates)), stop)
+            problems.append(f"not from the facts: {text[i:stop].strip()!r}")
+            i = stop
+            continue
+        if found in said and found in stated:
+            problems.append(f"says twice: {found!r}")
+        said.add(found)
+        i += len(found)
+    return problems
+
+
 def faithfulness_problems(
     reply: str,
     facts: Mapping[str, str],
@@ -109,7 +147,8 @@ def faithfulness_problems(
 ) -> list[str]:
     """Every amount, number, date, currency or product in ``reply`` that the facts do not contain,
     a greeting that names anyone but the customer and, given the ticket's ``intent``, an opening that
-    names another intent's topic."""
+    names another intent's topic and any sentence that is not an opening, closing or statement of a
+    fact (``unsupported_sentences``)."""
     fact_text = " ".join(str(v) for v in facts.values()) + " " + customer_name
     fact_low = fact_text.lower()
     problems: list[str] = []
@@ -147,6 +186,8 @@ def faithfulness_problems(
     named = opening_topic(reply)
     if intent is not None and named and named[0] != intent_topic(intent):
         problems.append(f"opens on another topic: {named[0]!r}")
+    if intent is not None:
+        problems += unsupported_sentences(reply, facts, customer_name=customer_name, intent=intent)
 
     for p in products:
         # case-sensitive: "Metal card" is the product, "your metal card" is the customer's card

@@ -22,6 +22,7 @@ from pathlib import Path
 from . import prompts
 from .faithfulness import faithfulness_problems, intent_topic
 from .fields import CURRENCIES, FIELDS, PRODUCTS, grounded, normalize
+from .phrasing import CLOSERS, fact_sentences, openings
 from .procedure_facts import World, load_bank_constants, load_procedures, procedure_facts
 
 PROCEDURES = load_procedures()
@@ -362,78 +363,13 @@ def _facts(fam: str, intent: str, used: dict[str, str], rng: random.Random, toda
     return dict(items)
 
 
-OPENERS = (
-    "Hi {first}, thanks for getting in touch about {topic}.",
-    "Hello {first}, thank you for your message about {topic}.",
-    "Dear {first}, thanks for contacting us about {topic}.",
-    "Hi {first}, I have looked into {topic} for you.",
-    "Hello {first}, sorry for the trouble with {topic}.",
-)
-CLOSERS = (
-    "Let us know if there is anything else we can help with.",
-    "Reply here if you have any other questions.",
-    "We are happy to help further if needed.",
-    "Thanks for your patience.",
-    "Kind regards, the support team.",
-)
-# phrasing per kind of fact key; {v} is the fact value copied verbatim, {k} the key in words
-KEY_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # sentences from tools (KB answers, fee rules, incident notes) are quoted verbatim
-    ("answer", ("{s}",)),
-    ("fee_rule", ("{s}",)),
-    ("fee_explained", ("{s}",)),
-    ("incident_update", ("{s}", "Update: {s}")),
-    ("identity_note", ("Note: {s}", "Reason: {s}")),
-    ("_problem", ("We could not complete this: {s}", "There was a problem: {s}")),
-    ("_decision", ("We could not complete this: {s}", "Decision: {s}")),
-    ("fee_name", ("This is the {v}.", "The fee in question is the {v}.")),
-    ("=transaction", ("The transaction reference is {v}.", "We found transaction {v}.")),
-    ("min_age", ("The minimum age is {v}.",)),
-    ("_type", ("The {k} is {v}.",)),
-    ("_kind", ("The {k} is {v}.",)),
-    ("_days", ("The {k} is {v}.", "{K}: {v}.")),
-    ("_supported", ("{K}: {v}.",)),
-    ("products", ("Our products: {v}.",)),
-    ("currencies", ("Supported currencies: {v}.",)),
-    ("countries", ("Supported countries: {v}.",)),
-    ("charged_fee", ("You were charged {v}.", "The charged fee was {v}.")),
-    ("fee", ("The {k} is {v}.", "{K}: {v}.")),
-    ("refund", ("The refund status is {v}.", "Your refund is {v}.")),
-    ("amount", ("The amount is {v}.", "This concerns {v}.", "We can see the {k} of {v}.")),
-    ("balance", ("Your {k} is {v}.",)),
-    ("limit", ("The {k} is {v}.", "You can go up to {v}.")),
-    ("price", ("It costs {v}.", "The price is {v}.")),
-    ("merchant", ("The payment went to {v}.", "The merchant was {v}.")),
-    ("recipient", ("It was sent to {v}.", "The recipient is {v}.")),
-    ("date", ("This was on {v}.", "The {k} is {v}.")),
-    ("arrival", ("It should arrive by {v}.", "The {k} is {v}.")),
-    ("delivery", ("Expected delivery is {v}.", "It should reach you by {v}.")),
-    ("submitted", ("You submitted it on {v}.",)),
-    ("status", ("Its current status is {v}.", "The {k} is {v}.", "Right now it is {v}.")),
-    ("next_step", ("Next, please {v}.", "The next step is to {v}.")),
-    ("incident", ("Service note: {v}.", "Current incident: {v}.")),
-    ("product", ("This is about the {v}.", "The product is the {v}.")),
-    ("card", ("This is your card {v}.", "We checked the card {v}.")),
-    ("reference", ("The reference is {v}.",)),
-    ("country", ("Country: {v}.", "For {v}:")),
-    ("supported", ("Supported: {v}.",)),
-    ("rate", ("The rate applied was {v}.",)),
-)
-GENERIC = ("The {k} is {v}.", "{K}: {v}.", "We can confirm the {k} is {v}.")
-
-
 def fact_sentence(key: str, value: str, rng: random.Random) -> str:
-    words = key.replace("_", " ")
-    sentence = value.strip().rstrip(".") + "."
-    for needle, options in KEY_PHRASES:
-        if (needle[1:] == key) if needle.startswith("=") else (needle in key):
-            return rng.choice(options).format(v=value, s=sentence, k=words, K=words.capitalize())
-    return rng.choice(GENERIC).format(v=value, k=words, K=words.capitalize())
+    return rng.choice(fact_sentences(key, value))
 
 
 def reply_text(customer_name: str, intent: str, facts: dict[str, str], rng: random.Random) -> str:
     first = customer_name.split()[0]
-    parts = [rng.choice(OPENERS).format(first=first, topic=intent_topic(intent))]
+    parts = [rng.choice(openings(first, intent_topic(intent)))]
     stated: set[str] = set()
     for k, v in facts.items():
         if v.lower() not in stated:  # two facts from one tool often repeat a sentence; say it once
@@ -458,7 +394,7 @@ def reply_example(query: str, intent: str, rng: random.Random, today: date) -> d
     else:
         facts = _facts(fam, intent, used, rng, today)
     reply = reply_text(name, intent, facts, rng)
-    problems = faithfulness_problems(reply, facts, customer_name=name)
+    problems = faithfulness_problems(reply, facts, customer_name=name, intent=intent)
     if problems:  # a generator bug, not data: the targets must be faithful by construction
         raise AssertionError(f"unfaithful target {reply!r}: {problems}")
     return {

@@ -9,12 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from moe_engine.data.banking77 import load_splits
 from moe_engine.tokenizer import Tokenizer
-from support_agents.language import FIELDS, faithfulness_problems, normalize, template_reply
+from support_agents.language import (
+    FIELDS,
+    faithfulness_problems,
+    missing_facts,
+    normalize,
+    synth,
+    template_reply,
+)
 from support_agents.language.api import arguments_from_completion, reply_from_completion
 from support_agents.language.constrained import (
     ExtractionConstraint,
-    ReplyConstraint,
+    SentenceConstraint,
     value_candidates,
     vocab_for,
 )
@@ -130,24 +138,74 @@ def test_reply_greets_the_customer_on_file_never_an_invented_name():
     assert body.text == "The fee is 0.50 GBP. Hi Bob"  # only a leading salutation is a greeting
 
 
+AMOUNT = {"amount": "0.50 GBP"}
+
+
 def test_reply_opens_on_the_tickets_own_topic():
-    wrong = "Hello Alice, sorry for the trouble with refund not showing up. The fee is 0.50 GBP."
+    wrong = "Hello Alice, sorry for the trouble with refund not showing up. The amount is 0.50 GBP."
     assert "opens on another topic: 'refund not showing up'" in faithfulness_problems(
-        wrong, FACTS, customer_name="Alice Smith", intent="extra_charge_on_statement")
-    assert faithfulness_problems(wrong, FACTS, customer_name="Alice Smith", intent="Refund_not_showing_up") == []
+        wrong, AMOUNT, customer_name="Alice Smith", intent="extra_charge_on_statement")
+    assert faithfulness_problems(wrong, AMOUNT, customer_name="Alice Smith", intent="Refund_not_showing_up") == []
     # the pipeline's reply: a neighbouring intent's topic in the opening is replaced by the ticket's
-    fixed = reply_from_completion(wrong, customer_name="Alice Smith", facts=FACTS, intent="extra_charge_on_statement")
-    assert fixed.faithful
-    assert fixed.text == "Hello Alice, sorry for the trouble with extra charge on statement. The fee is 0.50 GBP."
+    fixed = reply_from_completion(wrong, customer_name="Alice Smith", facts=AMOUNT, intent="extra_charge_on_statement")
+    assert fixed.faithful, fixed.problems
+    assert fixed.text == "Hello Alice, sorry for the trouble with extra charge on statement. The amount is 0.50 GBP."
     # the longest topic named wins: "exchange rate" inside "card payment wrong exchange rate" is not the topic
-    longer = "Hi Alice, thanks for getting in touch about card payment wrong exchange rate. The fee is 0.50 GBP."
-    assert reply_from_completion(longer, customer_name="Alice Smith", facts=FACTS,
+    longer = "Hi Alice, thanks for getting in touch about card payment wrong exchange rate. The amount is 0.50 GBP."
+    assert reply_from_completion(longer, customer_name="Alice Smith", facts=AMOUNT,
                                  intent="card_payment_wrong_exchange_rate").text == longer
-    assert reply_from_completion(longer, customer_name="Alice Smith", facts=FACTS, intent="exchange_rate").text == (
-        "Hi Alice, thanks for getting in touch about exchange rate. The fee is 0.50 GBP.")
+    assert reply_from_completion(longer, customer_name="Alice Smith", facts=AMOUNT, intent="exchange_rate").text == (
+        "Hi Alice, thanks for getting in touch about exchange rate. The amount is 0.50 GBP.")
     # only the opening sentence is the topic; a topic named later is left alone
     later = "Hi Alice, the fee is 0.50 GBP. It is not a card payment fee charged twice."
-    assert reply_from_completion(later, customer_name="Alice Smith", facts=FACTS, intent="exchange_rate").text == later
+    assert reply_from_completion(later, customer_name="Alice Smith", facts=AMOUNT, intent="exchange_rate").text == later
+
+
+LIMIT = {"limit": "1000.00 GBP per payment", "limit_product": "Disposable virtual card",
+         "answer": "Disposable virtual cards can be used once per card number, up to the payment limit.",
+         "identity_status": "rejected", "currencies": "AUD, CAD, EUR, GBP"}
+OPEN = "Hi Mia, thanks for getting in touch about disposable card limits."
+
+
+def _strict(reply: str) -> list[str]:
+    return faithfulness_problems(reply, LIMIT, customer_name="Mia Lee", intent="disposable_card_limits")
+
+
+def test_a_reply_made_of_the_facts_phrasings_passes_the_sentence_check():
+    assert _strict(f"{OPEN} You can go up to 1000.00 GBP per payment. The product is the Disposable virtual card. "
+                   "Disposable virtual cards can be used once per card number, up to the payment limit. "
+                   "Right now it is rejected. Supported currencies: AUD, CAD, EUR, GBP. Thanks for your patience.") == []
+    assert _strict("Hi there, thanks for getting in touch about disposable card limits.") != []  # Mia has a name
+
+
+@pytest.mark.parametrize(
+    ("sentence", "why"),
+    [
+        ("You can go up to 1000.00 GBP per month.", "a wrong word around a right number"),
+        ("Its current status is pending.", "a status the facts do not give"),
+        ("You can change your PIN at any ATM that offers PIN services.", "another intent's answer"),
+        ("Supported currencies: EUR, GBP.", "a list with items left out"),
+        ("You can go up to Disposable virtual card.", "a fact in the wrong phrasing"),
+        ('"country": "Egypt"}', "extraction output in a reply"),
+    ],
+)
+def test_a_sentence_the_facts_do_not_support_is_flagged(sentence, why):
+    assert _strict(f"{OPEN} {sentence} Thanks for your patience.") == [f"not from the facts: {sentence!r}"], why
+
+
+def test_a_fact_said_twice_is_flagged():
+    twice = f"{OPEN} Right now it is rejected. The limit is 1000.00 GBP per payment. Right now it is rejected."
+    assert _strict(twice) == ["says twice: 'Right now it is rejected.'"]
+
+
+def test_every_synthetic_reply_target_passes_the_sentence_check():
+    # the generator asserts it for each example it makes; make many over every intent family
+    rows = [(q, i) for q, i in load_splits()[0][::15]]
+    examples = [e for e in synth.build(rows, seed=5, per_query=1.0, today=date(2026, 11, 23)) if e["task"] == "reply"]
+    assert len(examples) > 500
+    for e in examples:
+        text = e["completion"].removesuffix(END)
+        assert faithfulness_problems(text, e["facts"], customer_name=e["customer_name"], intent=e["intent"]) == [], text
 
 
 def test_template_reply_is_faithful():
@@ -179,14 +237,13 @@ def _walk(constraint, ids):
     return None
 
 
-def _random_walk(constraint, vocab, rng, steps, prefer_digits=False):
+def _random_walk(constraint, vocab, rng, steps):
     out = []
     for _ in range(steps):
         allowed = constraint.allowed(out)
         ids = allowed.nonzero().flatten().tolist() if hasattr(allowed, "dtype") else list(allowed)
         assert ids, f"dead end after {_text(vocab, out)!r}"
-        digits = [i for i in ids if vocab.has_digit[i]]
-        t = rng.choice(digits) if prefer_digits and digits and rng.random() < 0.6 else rng.choice(ids)
+        t = rng.choice(ids)
         out.append(t)
         if t == vocab.end_id:
             break
@@ -242,29 +299,41 @@ def test_random_walks_under_the_extraction_constraint_give_grounded_json(vocab, 
 
 
 REPLY_FACTS = {"transaction": "TX4599901010", "amount": "38.16 USD", "date": "2026-09-06", "fee": "0.50 GBP",
-               "product": "Metal card", "answer": "Refunds take 3 to 5 business days."}
+               "product": "Metal card", "answer": "Refunds take 3 to 5 business days.", "status": "pending",
+               "charged_fee": "0.50 GBP"}
+REPLY_INTENT = "card_payment_fee_charged"
 
 
-def test_reply_constraint_allows_a_faithful_reply_and_refuses_unfaithful_ones(vocab):
+def _sentences(vocab):
+    return SentenceConstraint(vocab, REPLY_FACTS, "Maya Khan", REPLY_INTENT)
+
+
+def test_sentence_constraint_allows_the_facts_phrasings_and_refuses_anything_else(vocab):
     tok = Tokenizer.from_dir(AGENT)
-    good = ("Hi Maya, we found TX4599901010: 38.16 USD on 2026-09-06, a 0.50 GBP fee on your Metal card. "
-            "Refunds take 3 to 5 business days.<|end|>")
-    assert faithfulness_problems(good.replace("<|end|>", ""), REPLY_FACTS, customer_name="Maya Khan") == []
-    assert _walk(ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan"), tok.encode(good)) is None
-    # stricter than the check: a reference with one digit changed is refused too
-    assert _walk(ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan"), tok.encode("We found TX4599901011 ")) is not None
-    for bad in ("It was 38.09 USD", "on 2026-09-16.", "a fee of ¥0.50", "in EUR ", "on 5 September ",
-                "on September 5 ", "your Premium card ", "within five days", "It cost 38.1 USD", "about 7 days"):
-        assert faithfulness_problems(bad, REPLY_FACTS) != [], bad
-        assert _walk(ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan"), tok.encode(bad)) is not None, bad
+    opening = "Hello Maya, sorry for the trouble with card payment fee charged."
+    facts = ("We found transaction TX4599901010. The amount is 38.16 USD. This was on 2026-09-06. "
+             "The fee is 0.50 GBP. The product is the Metal card. Refunds take 3 to 5 business days. "
+             "Right now it is pending.")
+    for good in (f"{opening} {facts} Thanks for your patience.<|end|>", f"{opening} {facts}<|end|>"):
+        assert _walk(_sentences(vocab), tok.encode(good)) is None, good
+    assert _walk(_sentences(vocab), tok.encode(f"{opening} {facts} Thanks for your patience. Fee: 0.50 GBP.")) \
+        is not None  # nothing after the closing
+    for bad in (
+        "Hello Dmitri, sorry",  # another name
+        "Hello Maya, sorry for the trouble with refund",  # another topic
+        f"{opening} The amount is 38.16 USD per month.",  # a wrong word around a right number
+        f"{opening} Right now it is rejected.",  # a status the facts do not give
+        f"{opening} The fee is 0.50 GBP. The charged fee was 0.50 GBP.",  # one value said twice
+        f"{opening} Refunds take 3 to 5 business days. Thanks for your patience.",  # closing before all facts
+        f"{opening} Refunds take 3 to 5 business days.<|end|>",  # ending before all facts
+    ):
+        assert _walk(_sentences(vocab), tok.encode(bad)) is not None, bad
 
 
-@pytest.mark.parametrize("seed", range(16))
-def test_random_walks_under_the_reply_constraint_are_faithful(vocab, seed):
-    rng = random.Random(seed)
-    c = ReplyConstraint(vocab, REPLY_FACTS, "Maya Khan")
-    ids = _random_walk(c, vocab, rng, 120, prefer_digits=True)
-    text = _text(vocab, [i for i in ids if i != vocab.end_id])
-    if ids[-1] != vocab.end_id:
-        text = text.rsplit(" ", 1)[0]  # cut by the step limit: the last word may be unfinished
-    assert faithfulness_problems(text, REPLY_FACTS, customer_name="Maya Khan") == [], text
+@pytest.mark.parametrize("seed", range(12))
+def test_random_walks_under_the_sentence_constraint_give_faithful_complete_replies(vocab, seed):
+    ids = _random_walk(_sentences(vocab), vocab, random.Random(seed), 400)
+    assert ids[-1] == vocab.end_id
+    text = _text(vocab, ids[:-1])
+    assert faithfulness_problems(text, REPLY_FACTS, customer_name="Maya Khan", intent=REPLY_INTENT) == [], text
+    assert missing_facts(text, REPLY_FACTS) == [] and all(v in text for v in REPLY_FACTS.values()), text
