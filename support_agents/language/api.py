@@ -121,10 +121,12 @@ def extract_arguments(
 
 def reply_budget(model: Any, facts: Mapping[str, str], customer_name: str, intent: str) -> int:
     """New tokens enough for the longest reply the sentence constraint allows: the longest opening,
-    every fact in its longest phrasing and the longest closing (a fixed budget cut long replies)."""
+    every fact in its longest phrasing and the longest closing (a fixed budget cut long replies).
+    Generated text can take more tokens than its best encoding (the model may spell a word in
+    pieces), hence the margin; decoding stops at the end token anyway."""
     longest = [max(openings(greeting_name(customer_name), intent_topic(intent)), key=len),
                *(max(fact_sentences(k, str(v)), key=len) for k, v in facts.items()), max(CLOSERS, key=len)]
-    return len(model.tokenizer.encode(" ".join(longest), add_special_tokens=False)) + 4
+    return len(model.tokenizer.encode(" ".join(longest), add_special_tokens=False)) * 3 // 2 + 16
 
 
 # A draft the pipeline cannot keep is redrafted by sampling (top-p 0.95) at this temperature.
