@@ -119,6 +119,12 @@ def extract_arguments(
     return arguments_from_completion(completion, text=text, fields=fields, today=today)
 
 
+def context_room(model: Any, prompt: str) -> int:
+    """New tokens that fit after ``prompt`` in the model's context (or its serving engine's)."""
+    limit = getattr(model, "max_len", None) or getattr(model.config, "max_position_embeddings", None)
+    return max(1, limit - len(model.tokenizer.encode(prompt)) - 2) if limit else 1 << 30
+
+
 def reply_budget(model: Any, facts: Mapping[str, str], customer_name: str, intent: str) -> int:
     """New tokens enough for the longest reply the sentence constraint allows: the longest opening,
     every fact in its longest phrasing and the longest closing (a fixed budget cut long replies).
@@ -170,9 +176,9 @@ def write_reply(
     """
     products = tuple(products)
     constraint = sentence_constraint(model, facts, customer_name, intent) if constrained else None
-    completion = complete(model, prompts.reply_prompt(customer_name, intent, facts, message),
-                          max_new_tokens=reply_budget(model, facts, customer_name, intent), trace=trace,
-                          task="write_reply", constraint=constraint,
+    prompt = prompts.reply_prompt(customer_name, intent, facts, message)
+    budget = min(reply_budget(model, facts, customer_name, intent), context_room(model, prompt))
+    completion = complete(model, prompt, max_new_tokens=budget, trace=trace, task="write_reply", constraint=constraint,
                           temperature=temperature, seed=seed)
     return reply_from_completion(completion, customer_name=customer_name, facts=facts, products=products,
                                  intent=intent)

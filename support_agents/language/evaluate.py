@@ -29,6 +29,7 @@ from .api import (
     REDRAFT_TEMPERATURE,
     arguments_from_completion,
     complete_batch,
+    context_room,
     extract_arguments,
     extraction_budget,
     reply_budget,
@@ -45,7 +46,8 @@ def _replies(model: Any, chunk: list[dict], *, constrained: bool, temperature: f
     (which ``reply_from_completion`` corrects)."""
     cons = ([sentence_constraint(model, e["facts"], e["customer_name"], e["intent"]) for e in chunk]
             if constrained else None)
-    budget = max(reply_budget(model, e["facts"], e["customer_name"], e["intent"]) for e in chunk)
+    budget = min(max(reply_budget(model, e["facts"], e["customer_name"], e["intent"]) for e in chunk),
+                 *(context_room(model, e["prompt"]) for e in chunk))
     texts, out = complete_batch(model, [e["prompt"] for e in chunk], max_new_tokens=budget, constraints=cons,
                                 temperature=temperature, seed=seed)
     replies = [reply_from_completion(c + prompts.END, customer_name=e["customer_name"], facts=e["facts"],

@@ -21,7 +21,9 @@ CLOSERS = (
     "Thanks for your patience.",
     "Kind regards, the support team.",
 )
-# phrasing per kind of fact key; {v} is the fact value copied verbatim, {k} the key in words
+# phrasing per kind of fact key; {v} is the fact value copied verbatim, {k} the key in words.
+# Keep the number of phrasings of a key when rewording it: synth draws one with its random stream, so
+# another count would change every example drawn after it (and the held-out set with them).
 KEY_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # sentences from tools (KB answers, fee rules, incident notes) are quoted verbatim
     ("answer", ("{s}",)),
@@ -36,8 +38,12 @@ KEY_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("=limit_product", ("This is about the {v}.", "The product is the {v}.")),
     ("=refund_amount", ("The refund amount is {v}.", "Your refund is {v}.")),
     ("=refund_expected", ("Expected refund time: {v}.", "The refund should arrive within {v}.")),
-    ("=card_network", ("The card network is {v}.",)),
+    ("=card_network", ("The card network is {v}.", "Your card runs on {v}.")),
     ("=delivery_country", ("Delivery country: {v}.", "It is being delivered to {v}.")),
+    ("=delivery_days", ("Delivery takes {v} days.", "Delivery days: {v}.")),
+    ("=free_withdrawals_left", ("Free withdrawals left: {v}.", "You have {v} free withdrawals left.",
+                                "Free withdrawals remaining: {v}.")),
+    ("=incident_status", ("Incident status: {v}.", "The incident status is {v}.", "Status of the incident: {v}.")),
     ("fee_name", ("This is the {v}.", "The fee in question is the {v}.")),
     ("=transaction", ("The transaction reference is {v}.", "We found transaction {v}.")),
     ("min_age", ("The minimum age is {v}.",)),
@@ -67,10 +73,11 @@ KEY_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("product", ("This is about the {v}.", "The product is the {v}.")),
     ("card", ("This is your card {v}.", "We checked the card {v}.")),
     ("reference", ("The reference is {v}.",)),
-    ("country", ("Country: {v}.", "For {v}:")),
+    ("country", ("Country: {v}.", "The country is {v}.")),
     ("supported", ("Supported: {v}.",)),
     ("rate", ("The rate applied was {v}.",)),
 )
+VERBATIM_SHORT = ("The {k} is {v}.", "{K}: {v}.")
 GENERIC = ("The {k} is {v}.", "{K}: {v}.", "We can confirm the {k} is {v}.")
 
 
@@ -83,9 +90,13 @@ def fact_sentences(key: str, value: str) -> tuple[str, ...]:
         if (needle[1:] == key) if needle.startswith("=") else (needle in key):
             options = phrases
             break
+    if options == ("{s}",) and len(value.split()) < 3:
+        # a tool's rule may be a bare figure ("0.5%"), not a sentence to quote
+        options = VERBATIM_SHORT
     return tuple(o.format(v=value, s=sentence, k=words, K=words.capitalize()) for o in options)
 
 
 def openings(first: str, topic: str) -> tuple[str, ...]:
-    """Every opening sentence for a customer greeted as ``first`` about ``topic``."""
-    return tuple(o.format(first=first, topic=topic) for o in OPENERS)
+    """Every opening sentence for a customer greeted as ``first`` about ``topic`` ("Dear there" is not
+    a greeting: a customer without a name on file gets "Hi there" or "Hello there")."""
+    return tuple(o.format(first=first, topic=topic) for o in OPENERS if first != "there" or not o.startswith("Dear"))

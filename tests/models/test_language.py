@@ -2,6 +2,7 @@
 
 The constraint tests use the shipped agent tokenizer's vocabulary; one test runs the shipped model.
 """
+import hashlib
 import json
 import random
 from datetime import date
@@ -27,6 +28,7 @@ from support_agents.language.constrained import (
     vocab_for,
 )
 from support_agents.language.fields import grounded
+from support_agents.language.phrasing import fact_sentences, openings
 from support_agents.language.prompts import (
     END,
     extract_completion,
@@ -337,3 +339,21 @@ def test_random_walks_under_the_sentence_constraint_give_faithful_complete_repli
     text = _text(vocab, ids[:-1])
     assert faithfulness_problems(text, REPLY_FACTS, customer_name="Maya Khan", intent=REPLY_INTENT) == [], text
     assert missing_facts(text, REPLY_FACTS) == [] and all(v in text for v in REPLY_FACTS.values()), text
+
+
+def test_the_held_out_agent_examples_stay_the_same():
+    # Every agent model is compared on these prompts; rewording a phrasing must keep its number of
+    # options (synth draws one from its random stream), or every later example changes.
+    examples = synth.build(load_splits()[1], seed=1000, per_query=0.5, today=date(2026, 11, 23))
+    digest = hashlib.sha256("\n".join(e["prompt"] for e in examples).encode()).hexdigest()
+    assert (len(examples), digest) == (986, "6753e204e0ea975487b340d50c69f36b7377d596320ad2ba653ac324eb23ea71")
+
+
+def test_a_bare_figure_from_a_tool_is_stated_not_quoted():
+    assert fact_sentences("fee_rule", "0.5%") == ("The fee rule is 0.5%.", "Fee rule: 0.5%.")
+    assert fact_sentences("fee_rule", "Transfers cost 0.5%.") == ("Transfers cost 0.5%.",)
+
+
+def test_a_customer_without_a_name_is_greeted_hi_or_hello_there():
+    assert {o.split(",")[0] for o in openings("there", "card arrival")} == {"Hi there", "Hello there"}
+    assert "Dear Mia" in {o.split(",")[0] for o in openings("Mia", "card arrival")}
