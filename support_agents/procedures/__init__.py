@@ -18,6 +18,7 @@ context); "a|b" takes the first present one; anything else is a literal. Conditi
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -158,11 +159,16 @@ def check(cond: dict | None, scope: dict) -> bool:
     return a >= b if "gte" in cond else a <= b
 
 
+# a stored status name ("pending_closure", "not_activated"): the customer reads "pending closure"
+_STATUS_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
+
+
 def render_facts(facts: dict[str, str], scope: dict) -> dict[str, str]:
-    """Flat string facts for the reply; missing values are left out rather than invented."""
+    """Flat string facts for the reply; missing values are left out rather than invented, and status
+    names from the bank's tables are written as words."""
     out = {}
     for key, expr in facts.items():
         v = resolve(expr, scope)
         if v not in (None, "", "none"):
-            out[key] = str(v)
+            out[key] = _STATUS_NAME.sub(lambda m: m.group(0).replace("_", " "), str(v))
     return out

@@ -17,7 +17,7 @@ from support_agents.models import (
     TicketStatus,
     ToolInvocation,
 )
-from support_agents.procedures import check, load_definitions, resolve, validate_definition
+from support_agents.procedures import check, load_definitions, render_facts, resolve, validate_definition
 from support_agents.runner import execute_run, run_create
 from support_agents.tools import REGISTRY, invoke_tool
 from tests.pipeline.test_runs_inprocess import start
@@ -74,6 +74,15 @@ def test_expressions():
     assert check({"all": [{"path": "$ticket.body", "contains_any": ["taken"]}, {"not": {"path": "$args.amount",
                                                                                        "present": True}}]}, scope)
     assert not check({"any": [{"path": "$results.txn.count", "lte": 1}, {"path": "$missing", "eq": 1}]}, scope)
+
+
+def test_reply_facts_write_status_names_as_words():
+    scope = {"results": {"card": {"card_status": "not_activated", "reference": "TX_0001"}},
+             "errors": {"refund": "account is already pending_closure"}}
+    facts = {"card_status": "$results.card.card_status", "reference": "$results.card.reference",
+             "refund_decision": "$errors.refund", "missing": "$results.none"}
+    assert render_facts(facts, scope) == {"card_status": "not activated", "reference": "TX_0001",
+                                          "refund_decision": "account is already pending closure"}
 
 
 def test_tool_schema_errors_are_field_level(billing_run):
