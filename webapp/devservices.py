@@ -139,7 +139,12 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
             "--port", str(port),
             "--dir", str(data_dir),
             "--dbfilename", "dump.rdb",
-            "--save", "60 1",
+            # The queued Celery tasks live here: an append-only file (fsync each second) plus a
+            # snapshot when stopped, so a restart finds them. (Redis 6.2 reads "--save", "60 1" as
+            # no save points at all: each number must be its own argument.)
+            "--save", "60", "1",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--daemonize", "no",
             "--logfile", str(data_dir / "redis.log"),
             "--pidfile", str(data_dir / "redis.pid"),

@@ -75,3 +75,14 @@ def test_readme_starts_with_the_two_commands():
     ]
     assert os.access(ROOT / "scripts/run.sh", os.X_OK) and os.access(ROOT / "scripts/test.sh", os.X_OK)
     assert "scripts/test.sh" in (ROOT / ".ci/run").read_text()
+
+
+def test_embedded_redis_keeps_queued_tasks_across_a_restart(tmp_path):
+    import redis
+
+    from webapp import devservices
+
+    with devservices.embedded_redis(tmp_path) as url:
+        redis.Redis.from_url(url).lpush("triage", "a queued task")
+    with devservices.embedded_redis(tmp_path) as url:
+        assert redis.Redis.from_url(url).lrange("triage", 0, -1) == [b"a queued task"]
