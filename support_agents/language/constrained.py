@@ -29,7 +29,9 @@ from datetime import date
 from typing import Any
 
 from . import prompts
+from .faithfulness import greeting_name, intent_topic
 from .fields import CURRENCIES, DATE_PATTERNS, grounded, normalize
+from .phrasing import CLOSERS, fact_sentences, openings
 
 
 # -- the vocabulary as bytes --------------------------------------------------------------------------
@@ -215,7 +217,31 @@ _NULL = b"null"
 _QUOTE = ord('"')
 
 
-class ExtractionConstraint:
+class _ByteGrammar:
+    """A constraint whose state moves byte by byte through the tokens generated so far; ``state`` is
+    None once they left the grammar. Subclasses give ``_advance(state, byte)`` (a falsy result ends
+    the walk) and ``_after_special(token)``."""
+
+    vocab: Vocab
+    state: Any
+    seen: int
+
+    def _consume(self, generated: Sequence[int]) -> None:
+        for t in generated[self.seen :]:
+            if self.state is None:
+                break
+            b = self.vocab.bytes[t] if 0 <= t < self.vocab.size else None
+            if b is None:
+                self.state = self._after_special(t)
+                continue
+            for c in b:
+                self.state = self._advance(self.state, c) or None
+                if self.state is None:
+                    break
+        self.seen = len(generated)
+
+
+class ExtractionConstraint(_ByteGrammar):
     """Forces ``{"f1": V, ...}<|end|>`` with each V ``null`` or one of the field's candidates.
 
     The state is deterministic in the bytes written so far: (segment, kind, data) where a segment is
@@ -275,19 +301,9 @@ class ExtractionConstraint:
             return ("S", st[1], v + bytes((b,))) if b in slot.nexts.get(v, ()) else None
         return None
 
-    def _consume(self, generated: Sequence[int]) -> None:
-        for t in generated[self.seen :]:
-            if self.state is None:
-                break
-            b = self.vocab.bytes[t] if 0 <= t < self.vocab.size else None
-            if b is None:  # a special token: only END, and only at the end, is ever allowed
-                self.state = self.state if (t == self.vocab.end_id and self.state == ("E",)) else None
-                continue
-            for c in b:
-                self.state = self._advance(self.state, c)
-                if self.state is None:
-                    break
-        self.seen = len(generated)
+    def _after_special(self, token: int) -> tuple | None:
+        # only END, and only at the end, is ever allowed
+        return self.state if (token == self.vocab.end_id and self.state == ("E",)) else None
 
     def allowed(self, generated: Sequence[int]) -> list[int]:
         self._consume(generated)
@@ -314,21 +330,18 @@ class ExtractionConstraint:
 _SPACE = ord(" ")
 
 
-class SentenceConstraint:
+class SentenceConstraint(_ByteGrammar):
     """Keeps a reply to the phrasing the model was trained on (``phrasing``): the opening for this
     customer and topic, then each fact once in one of its phrasings, then optionally one closing.
 
     Every fact must be stated before a closing or the end may come (a fact whose value an earlier
     sentence already holds counts as stated, as in ``synth.reply_text``), so the reply is faithful and
     complete by construction; the model only chooses the order and the phrasing. A state is a set of
-    paths (several sentences may share a prefix): (trie node or None between sentences, facts stated,
+    paths (``state``; several sentences may share a prefix): (trie node or None between sentences, facts stated,
     whether the closing was written, whether a sentence after the opening was written).
     """
 
     def __init__(self, vocab: Vocab, facts: Mapping[str, str], customer_name: str, intent: str):
-        from .faithfulness import greeting_name, intent_topic
-        from .phrasing import CLOSERS, fact_sentences, openings
-
         self.vocab = vocab
         values = {k: str(v) for k, v in facts.items()}
         self.sentences: list[tuple[str, str | None]] = []  # (text, fact key; None for a closing)
@@ -348,7 +361,7 @@ class SentenceConstraint:
         # (the model would otherwise write a repeated fact to its end and find no way on)
         self.below: dict[int, list[int]] = {}
         self._collect(self.body)
-        self.paths: set[tuple] | None = {(self.opening, frozenset(), False, False)}
+        self.state: set[tuple] | None = {(self.opening, frozenset(), False, False)}
         self.seen = 0
 
     def _add(self, trie: _Node, text: str, key: str | None) -> None:
@@ -413,26 +426,15 @@ class SentenceConstraint:
         return any(wrote_body and stated == self.all_keys
                    for path in paths for _n, stated, _c, wrote_body in self._finish(path))
 
-    def _consume(self, generated: Sequence[int]) -> None:
-        for t in generated[self.seen :]:
-            if self.paths is None:
-                break
-            b = self.vocab.bytes[t] if 0 <= t < self.vocab.size else None
-            if b is None:
-                self.paths = None  # a special token: END is the last one ever allowed
-                continue
-            for c in b:
-                self.paths = self._advance(self.paths, c) or None
-                if self.paths is None:
-                    break
-        self.seen = len(generated)
+    def _after_special(self, token: int) -> None:
+        return None  # END is the last token ever allowed
 
     def allowed(self, generated: Sequence[int]) -> list[int]:
         self._consume(generated)
-        if self.paths is None:
+        if self.state is None:
             return []
-        out: list[int] = [self.vocab.end_id] if self._may_end(self.paths) else []
-        stack = [(self.vocab.root, frozenset(self.paths))]
+        out: list[int] = [self.vocab.end_id] if self._may_end(self.state) else []
+        stack = [(self.vocab.root, frozenset(self.state))]
         visited: set = set()
         while stack:
             node, paths = stack.pop()

@@ -183,10 +183,10 @@ def faithfulness_problems(
     greeted = _GREETING.match(reply)
     if greeted and greeted.group(2) not in (greeting_name(customer_name), "there"):
         problems.append(f"greets someone else: {greeted.group(2)!r}")
-    named = opening_topic(reply)
-    if intent is not None and named and named[0] != intent_topic(intent):
-        problems.append(f"opens on another topic: {named[0]!r}")
     if intent is not None:
+        named = opening_topic(reply)
+        if named and named[0] != intent_topic(intent):
+            problems.append(f"opens on another topic: {named[0]!r}")
         problems += unsupported_sentences(reply, facts, customer_name=customer_name, intent=intent)
 
     for p in products:
