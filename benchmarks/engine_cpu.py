@@ -2,7 +2,8 @@
 
     nice -n 10 .venv/bin/python benchmarks/engine_cpu.py [--layers 4 --hidden 512 ...] [--json out.json]
 
-Prints decode tokens/s at batch 1 and 16 and prefill tokens/s for both, and the ratios.
+Prints decode tokens/s at batch 1 and 16 and prefill tokens/s for our engine (eager, and with the
+decode step compiled: ``load_model(..., compile=True)``) and transformers, and the ratios.
 """
 from __future__ import annotations
 
@@ -56,16 +57,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         hf = tf.OlmoeForCausalLM(olmoe_config(a)).eval()
         hf.save_pretrained(d)
-        ours = load_model(d)
+        engines = {"engine": load_model(d), "engine_compiled": load_model(d, compile=True)}
         rows = []
         for b in (int(x) for x in a.batches.split(",")):
-            e = bench_engine(ours, batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens)
-            row = {"batch": b, "engine": e}
+            row = {"batch": b}
+            for name, model in engines.items():
+                row[name] = bench_engine(model, batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens)
             if not a.skip_hf:
                 h = bench_transformers(hf, batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens)
                 row["transformers"] = h
-                for k in ("decode_tok_s", "prefill_tok_s", "decode_tok_s_cpu", "prefill_tok_s_cpu"):
-                    row[k.replace("tok_s", "ratio")] = round(e[k] / h[k], 2)
+                for name in engines:
+                    for k in ("decode_tok_s", "prefill_tok_s", "decode_tok_s_cpu", "prefill_tok_s_cpu"):
+                        row[f"{name}_{k.replace('tok_s', 'ratio')}"] = round(row[name][k] / h[k], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {

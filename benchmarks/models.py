@@ -4,7 +4,8 @@
 
 Router: the engine's batched ``classify`` on the Banking77 validation texts (x4), raw text in
 (tokenisation included), grouped by length into batches of --batch; best of --repeats passes.
-Agent: mean wall time of one ``extract_arguments`` and one ``write_reply`` call (batch 1, greedy).
+Agent: mean wall time of one ``extract_arguments`` and one ``write_reply`` call (batch 1, greedy),
+with the eager and the compiled decode step (``load_model(..., compile=True)``, what workers run).
 Prints one JSON object (machine, command, numbers) for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -44,15 +45,16 @@ def router_throughput(path: Path, batch: int, repeats: int) -> dict:
             "batch1_latency_ms": round(1000 * single, 2)}
 
 
-def agent_latency(path: Path, n: int) -> dict:
+def agent_latency(path: Path, n: int, compile: bool = False) -> dict:
     from support_agents.language import extract_arguments, write_reply
 
-    model = load_model(path)
+    model = load_model(path, compile=compile)
     msg = "I was charged twice at Tesco for £23.50 on 3 March, card ending 4821."
     facts = {"transaction": "TX0000120003", "merchant": "Tesco", "amount": "23.50 GBP", "date": "2026-03-03",
              "transaction_status": "completed",
              "answer": "A duplicate charge is usually a pending authorisation that drops off; confirmed duplicates are refunded."}
     extract_arguments(model, intent="transaction_charged_twice", text=msg, fields=["merchant", "amount"])
+    write_reply(model, customer_name="Alice Smith", intent="transaction_charged_twice", facts=facts, message=msg)
     t0 = time.perf_counter()
     for _ in range(n):
         args = extract_arguments(model, intent="transaction_charged_twice", text=msg, fields=["merchant", "amount"])
@@ -84,6 +86,7 @@ def main() -> None:
         out["router"] = router_throughput(a.router, a.batch, a.repeats)
     if a.agent.is_dir():
         out["agent"] = agent_latency(a.agent, a.agent_calls)
+        out["agent_compiled_decode"] = agent_latency(a.agent, a.agent_calls, compile=True)
     print(json.dumps(out, indent=1, ensure_ascii=False))
 
 

@@ -11,7 +11,8 @@ SharedExpert(gate_up, down, gate=None)
 
 Backend choice (``backend=None``): CUDA tensors -> Triton; CPU tensors -> torch reference, unless
 the environment has TRITON_INTERPRET=1, then the Triton kernels run in the interpreter (that is how
-tests check them without a GPU). ``backend="torch"`` or ``"triton"`` forces one. The Triton path is
+tests check them without a GPU). Inside torch.compile on CPU (the engine's compiled decode step)
+``fused_moe`` uses ``fused_moe_gather``, which inductor turns into fused indexed reductions. ``backend="torch"`` or ``"triton"`` forces one. The Triton path is
 inference only: with autograd recording and an input that requires grad, ``backend=None`` picks
 the torch reference and ``backend="triton"`` raises.
 """
@@ -23,7 +24,7 @@ import os
 import torch
 
 from . import _checks
-from .reference import SharedExpert, fused_moe_ref, rms_norm_ref, topk_gating_ref
+from .reference import SharedExpert, fused_moe_gather, fused_moe_ref, rms_norm_ref, topk_gating_ref
 
 __all__ = ["SharedExpert", "fused_moe", "rms_norm", "topk_gating", "triton_available"]
 
@@ -105,6 +106,8 @@ def fused_moe(
     tensors = [hidden, w_gate_up, w_down, topk_weights]
     if shared_expert is not None:
         tensors += [shared_expert.gate_up, shared_expert.down, shared_expert.gate]
+    if backend is None and hidden.device.type == "cpu" and torch.compiler.is_compiling():
+        return fused_moe_gather(hidden, w_gate_up, w_down, topk_weights, topk_ids, shared_expert)
     if _pick(backend, hidden.device, *tensors) == "torch":
         return fused_moe_ref(hidden, w_gate_up, w_down, topk_weights, topk_ids, shared_expert)
     from .triton_moe import fused_moe_triton

@@ -71,7 +71,8 @@ def moe_args(hidden, w_gate_up, w_down, topk_weights, topk_ids, shared_expert) -
             raise ValueError(f"{name} is on {t.device} but hidden is on {hidden.device}")
     # Range check only off-GPU: on CUDA it would force a host sync on every layer. Out-of-range ids
     # on the GPU path are dropped by the align kernel (their slots contribute nothing).
-    if hidden.device.type != "cuda" and topk_ids.numel():
+    # Inside torch.compile the check would be a graph break (a host read) on every layer.
+    if hidden.device.type != "cuda" and topk_ids.numel() and not torch.compiler.is_compiling():
         lo, hi = (int(v) for v in torch.aminmax(topk_ids))
         if lo < 0 or hi >= E:
             raise ValueError(f"topk_ids must lie in [0, {E - 1}] (E={E}); got min {lo}, max {hi}")

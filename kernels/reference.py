@@ -129,6 +129,33 @@ def _grouped_experts(
     return torch._grouped_mm(h, w_down.transpose(1, 2), offs=offs)
 
 
+def fused_moe_gather(
+    hidden: torch.Tensor,
+    w_gate_up: torch.Tensor,
+    w_down: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    shared_expert: SharedExpert | None = None,
+) -> torch.Tensor:
+    """The same sum written per (token, slot): index each slot's expert weights, multiply, reduce.
+
+    Eagerly this materialises the gathered weights ([T, k, 2I, H]) and is slow; it exists for
+    torch.compile on CPU, where inductor fuses the indexing into the reductions, so a decode step
+    streams only the active experts' rows once, at close to memory bandwidth, with no host sync
+    and no per-expert loop (docs/benchmarks.md § engine). Accumulation as in fused_moe_ref.
+    """
+    inter = w_down.shape[2]
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    ids = topk_ids.long()
+    gu = (w_gate_up[ids] * hidden[:, None, None, :]).sum(-1).to(acc)  # [T, k, 2I]
+    h = (F.silu(gu[..., :inter]) * gu[..., inter:]).to(hidden.dtype)
+    ys = (w_down[ids] * h[:, :, None, :]).sum(-1)  # [T, k, H]
+    out = (ys.to(acc) * topk_weights.to(acc)[..., None]).sum(1)
+    if shared_expert is not None:
+        out = out + _shared(hidden, shared_expert).to(acc)
+    return out.to(hidden.dtype)
+
+
 def fused_moe_naive(
     hidden: torch.Tensor,
     w_gate_up: torch.Tensor,

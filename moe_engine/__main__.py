@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--model", required=True, help="checkpoint directory (config.json + *.safetensors)")
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
         s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        if name != "classify":
+            s.add_argument("--compile", action="store_true",
+                           help="compile the decode step (CPU; ~3x faster at batch 1 after ~15 s of compiling)")
         if name == "generate":
             s.add_argument("prompt", nargs="+")
             s.add_argument("--max-new-tokens", type=int, default=64)
@@ -33,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import CheckpointError, load_model
 
     try:
-        model = load_model(a.model, device=a.device, dtype=a.dtype)
-    except CheckpointError as e:
+        model = load_model(a.model, device=a.device, dtype=a.dtype, compile=getattr(a, "compile", False))
+    except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.cmd == "bench":

@@ -228,13 +228,12 @@ class Scheduler:
         toks = torch.tensor([r.out[-1] for r in self.rows], device=dev)[:, None]
         pos = torch.tensor(pos_list, device=dev)[:, None]
         slots = torch.arange(kv_len, device=dev).expand(n, kv_len)
-        out = self.model.run(toks, pos, mask=self.model._mask(pos, slots, None),
-                             cache=self.cache.rows(slice(0, n)), kv_len=kv_len)
-        logits = self.model.head()(out.hidden[:, 0]).float()
+        logits, expert_ids = self.model.decode(toks, pos, self.model._mask(pos, slots, None),
+                                               self.cache.rows(slice(0, n)), kv_len)
         if self.n_moe:
-            r_ids = torch.stack(out.expert_ids).transpose(0, 1)  # [n, L, k]
+            r_ids = torch.stack(expert_ids).transpose(0, 1)  # [n, L, k]
             self.routing[torch.arange(n, device=dev), :, pos[:, 0]] = r_ids.to(torch.int16)
-            self.model.telemetry.update(out.expert_ids)
+            self.model.telemetry.update(expert_ids)
         new = sample(logits, self.rows).tolist()
         dt = time.perf_counter() - t0
         for r in self.rows:

@@ -179,9 +179,12 @@ def _files(t: _Tensors, path: Path) -> str:
 
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
-    *, tokenizer: bool = True,
+    *, tokenizer: bool = True, compile: bool = False,
 ) -> Transformer:
-    """Load a Hugging Face MoE checkpoint directory; raises CheckpointError on anything we can't run."""
+    """Load a Hugging Face MoE checkpoint directory; raises CheckpointError on anything we can't run.
+
+    ``compile=True`` compiles the decode step (CPU only, see ``Transformer.compile_decode``).
+    """
     path = Path(path)
     dtype, device = _dtype(dtype), torch.device(device)
     args = read_config(path)
@@ -220,6 +223,8 @@ def load_model(
                 "the checkpoint does not match its config.json"
             )
     _attach(model, path if tokenizer else None)
+    if compile:
+        model.compile_decode()
     return model.eval()
 
 

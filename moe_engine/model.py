@@ -7,6 +7,7 @@ Dense SwiGLU MLPs (shared expert, ``mlp_only_layers``) also keep a fused ``gate_
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
     from .generate import ClassifyOutput, GenerateOutput
 
 Prompts = str | Sequence[str] | Sequence[Sequence[int]]
+log = logging.getLogger(__name__)
+
+# Above this many (row, expert slot) pairs per decode step the gathered-expert formulation of the
+# compiled step reads more than the sorted per-expert matmuls of the eager one (measured crossing
+# between 512 and 1024 pairs at 64 experts; docs/benchmarks.md § engine).
+COMPILED_DECODE_MAX_PAIRS = 512
 
 
 class RMSNorm(nn.Module):
@@ -37,6 +44,24 @@ class RMSNorm(nn.Module):
         return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear, except for a single row on CPU inside torch.compile (batch-1 decode).
+
+    There the multiply-and-sum, which inductor fuses into one reduction, streams the weight at
+    close to memory bandwidth; MKL's matrix-vector product reaches about a third of it on our
+    CPUs (docs/benchmarks.md § engine).
+    """
+    if torch.compiler.is_compiling() and x.device.type == "cpu" and x.numel() == x.shape[-1]:
+        y = (x.reshape(1, -1) * weight).sum(-1).reshape(*x.shape[:-1], -1)
+        return y if bias is None else y + bias
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 class MLP(nn.Module):
     """SwiGLU with one fused gate_up matmul."""
 
@@ -46,8 +71,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(hidden, inter))
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = F.linear(x, self.gate_up_proj).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.down_proj)
+        gate, up = linear(x, self.gate_up_proj).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, self.down_proj)
 
 
 class Experts(nn.Module):
@@ -61,12 +86,12 @@ class MoE(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.top_k, self.renormalize = args.top_k, args.norm_topk_prob
-        self.gate = nn.Linear(args.hidden_size, args.num_experts, bias=False)
+        self.gate = Linear(args.hidden_size, args.num_experts, bias=False)
         self.experts = Experts(args.num_experts, args.hidden_size, args.moe_intermediate_size)
         self.shared_expert = self.shared_expert_gate = None
         if args.shared_expert_intermediate_size:
             self.shared_expert = MLP(args.hidden_size, args.shared_expert_intermediate_size)
-            self.shared_expert_gate = nn.Linear(args.hidden_size, 1, bias=False)
+            self.shared_expert_gate = Linear(args.hidden_size, 1, bias=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [N, H] -> (out [N, H], router logits [N, E], expert ids int32 [N, k])."""
@@ -89,10 +114,10 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         self.clip = args.clip_qkv
         h, q_out, kv_out = args.hidden_size, args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
-        self.q_proj = nn.Linear(h, q_out, bias=args.qkv_bias)
-        self.k_proj = nn.Linear(h, kv_out, bias=args.qkv_bias)
-        self.v_proj = nn.Linear(h, kv_out, bias=args.qkv_bias)
-        self.o_proj = nn.Linear(q_out, h, bias=args.o_bias)
+        self.q_proj = Linear(h, q_out, bias=args.qkv_bias)
+        self.k_proj = Linear(h, kv_out, bias=args.qkv_bias)
+        self.v_proj = Linear(h, kv_out, bias=args.qkv_bias)
+        self.o_proj = Linear(q_out, h, bias=args.o_bias)
         self.qk_norm = args.qk_norm
         if args.qk_norm == "head":  # Qwen3: per head
             self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps)
@@ -184,15 +209,16 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.lm_head = self.score = None
         if args.task == "cls":
-            self.score = nn.Linear(args.hidden_size, args.num_labels, bias=False)
+            self.score = Linear(args.hidden_size, args.num_labels, bias=False)
         elif args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+            self.lm_head = Linear(args.hidden_size, args.vocab_size, bias=False)
             self.lm_head.weight = self.embed_tokens.weight
         else:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+            self.lm_head = Linear(args.hidden_size, args.vocab_size, bias=False)
         self.tokenizer = None  # set by the loader when the checkpoint ships one
         self.telemetry = None  # moe_engine.telemetry.RoutingStats, set by the loader
         self._inv_freq: dict[torch.device, Tensor] = {}
+        self._compiled_decode: Any = None
 
     @property
     def config(self) -> ModelArgs:
@@ -206,7 +232,7 @@ class Transformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed_tokens.weight.dtype
 
-    def head(self) -> nn.Linear:
+    def head(self) -> Linear:
         return self.lm_head if self.lm_head is not None else self.score
 
     # -- core -------------------------------------------------------------------------------------
@@ -265,6 +291,44 @@ class Transformer(nn.Module):
                 y = layer.mlp(h)
             x = x + y.view(B, T, -1)
         return RunOutput(self.norm(x), router_logits, expert_ids)
+
+    def decode_logits(
+        self, toks: Tensor, pos: Tensor, mask: Tensor, cache: list[tuple[Tensor, Tensor]], kv_len: int,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One decode step, toks/pos [n, 1] -> (fp32 next-token logits [n, vocab], expert ids per MoE layer)."""
+        out = self.run(toks, pos, mask=mask, cache=cache, kv_len=kv_len)
+        return self.head()(out.hidden[:, 0]).float(), out.expert_ids
+
+    def compile_decode(self) -> Transformer:
+        """Compile the decode step with torch.compile (CPU only), as gpt-fast does.
+
+        The first steps pay the compilation (about 20 s on 2 cores, less with inductor's on-disk
+        cache); batch 1 and larger batches are two graphs, the cache length is symbolic. Prefill
+        stays eager. On CUDA the Triton kernels already carry the hot path, so this is refused.
+        """
+        if self.device.type != "cpu":
+            raise ValueError(f"compile_decode is for CPU models; this one is on {self.device}")
+        # dynamo keeps its graphs per code object, so every model shares decode_logits' budget of
+        # recompiles (8 by default); each model needs a few (batch 1 vs more, a cache filled to
+        # its last slot, cache lengths that happen to equal another dimension at first sight)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self._compiled_decode = torch.compile(self.decode_logits, dynamic=True, fullgraph=True)
+        return self
+
+    def decode(
+        self, toks: Tensor, pos: Tensor, mask: Tensor, cache: list[tuple[Tensor, Tensor]], kv_len: int,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``decode_logits``, through the compiled step when ``compile_decode`` enabled it."""
+        fn = self._compiled_decode
+        if fn is not None and toks.shape[0] * max(self.args.top_k, 1) <= COMPILED_DECODE_MAX_PAIRS:
+            try:
+                return fn(toks, pos, mask, cache, kv_len)
+            except Exception as e:  # no C++ compiler, an inductor bug: stay correct, run eagerly
+                if isinstance(e, (ValueError, TypeError, IndexError)):
+                    raise
+                log.warning("compiled decode failed (%s: %s); decoding eagerly from now on", type(e).__name__, e)
+                self._compiled_decode = None
+        return self.decode_logits(toks, pos, mask, cache, kv_len)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *, return_hidden: bool = False,

@@ -14,6 +14,9 @@ fi
 export DJANGO_DEBUG="${DJANGO_DEBUG:-0}"
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production}"
 export DJANGO_SECURE_COOKIES="${DJANGO_SECURE_COOKIES:-0}"
+# Tests load many small models; compiling each one's decode step would add minutes. The compiled
+# path has its own tests, which turn it on themselves.
+export MOEDESK_COMPILE="${MOEDESK_COMPILE:-0}"
 
 trap moedesk_stop_services EXIT INT TERM HUP
 moedesk_start_services "${MOEDESK_TEST_DATA:-$MOEDESK_ROOT/var/test}" || exit 1

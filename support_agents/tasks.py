@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -54,9 +55,14 @@ def run_agent(run_id: int) -> str:
 @worker_process_init.connect
 def preload_models(**_: object) -> None:
     """Load and warm the default router and agent model in each worker process before its first task,
-    so the first ticket does not pay for loading and the first (slow) forward pass."""
-    if os.environ.get("MOEDESK_PRELOAD", "1") != "1":
-        return
+    so the first ticket does not pay for loading, the first (slow) forward pass and the compilation
+    of the decode step. In a thread: compiling takes ~15 s per graph on 2 cores, and a prefork
+    parent gives a new child 4 s to report ready; a task that arrives meanwhile waits for the model."""
+    if os.environ.get("MOEDESK_PRELOAD", "1") == "1":
+        threading.Thread(target=warm_models, name="model-preload", daemon=True).start()
+
+
+def warm_models() -> None:
     try:
         from support_agents.inference import agent_path, get_generator, get_model, router_path
 
@@ -65,6 +71,8 @@ def preload_models(**_: object) -> None:
             router.classify([router.tokenizer.encode("warm up")])
         if (agent_path() / "config.json").exists():
             agent = get_generator(agent_path())
-            agent.generate([agent.tokenizer.encode("warm up")], max_new_tokens=2)
+            ids = agent.tokenizer.encode("warm up")
+            agent.generate([ids], max_new_tokens=3)  # the batch-1 decode graph
+            agent.generate([ids, ids], max_new_tokens=3)  # and the one for larger batches
     except Exception:  # a broken checkpoint must not stop the worker; the first task reports it
         log.exception("model preload failed")
