@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # compiled step reads more than the sorted per-expert matmuls of the eager one (measured crossing
 # between 512 and 1024 pairs at 64 experts; docs/benchmarks.md § engine).
 COMPILED_DECODE_MAX_PAIRS = 512
+DECODE_RECOMPILE_LIMIT = 64
 
 
 class RMSNorm(nn.Module):
@@ -308,10 +309,6 @@ class Transformer(nn.Module):
         """
         if self.device.type != "cpu":
             raise ValueError(f"compile_decode is for CPU models; this one is on {self.device}")
-        # dynamo keeps its graphs per code object, so every model shares decode_logits' budget of
-        # recompiles (8 by default); each model needs a few (batch 1 vs more, a cache filled to
-        # its last slot, cache lengths that happen to equal another dimension at first sight)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self._compiled_decode = torch.compile(self.decode_logits, dynamic=True, fullgraph=True)
         return self
 
@@ -321,6 +318,12 @@ class Transformer(nn.Module):
         """``decode_logits``, through the compiled step when ``compile_decode`` enabled it."""
         fn = self._compiled_decode
         if fn is not None and toks.shape[0] * max(self.args.top_k, 1) <= COMPILED_DECODE_MAX_PAIRS:
+            # dynamo keeps graphs per code object, so all models share decode_logits' budget of
+            # recompiles (8 by default), and each needs a few (batch 1 vs more, a cache filled to
+            # its last slot, sizes that happened to be equal at first sight); its config is per
+            # thread, and the serving engine decodes in a thread of its own
+            if torch._dynamo.config.recompile_limit < DECODE_RECOMPILE_LIMIT:
+                torch._dynamo.config.recompile_limit = DECODE_RECOMPILE_LIMIT
             try:
                 return fn(toks, pos, mask, cache, kv_len)
             except Exception as e:  # no C++ compiler, an inductor bug: stay correct, run eagerly
