@@ -11,6 +11,7 @@ import torch
 
 from moe_engine import load_model
 from moe_engine.generate import Scheduler, make_request
+from tests.engine.tiny import ARCHS
 
 
 def _decode_once(model, prompts):
@@ -27,8 +28,9 @@ def _decode_once(model, prompts):
         return model.decode(toks, pos, mask, sched.cache.rows(slice(0, n)), kv_len)
 
 
-# OLMoE: q/k norm over the projection; Qwen2-MoE: shared expert with its sigmoid gate, q/k/v bias
-@pytest.mark.parametrize("arch", ["olmoe", "qwen2_moe"])
+# all four: Qwen2-MoE brings the shared expert with its sigmoid gate and a dense layer, Qwen3-MoE
+# per-head q/k norms, OLMoE q/k norms over the projection and clipping
+@pytest.mark.parametrize("arch", ARCHS)
 def test_compiled_decode_matches_eager(tiny, arch, caplog):
     _, d, _ = tiny[arch]
     eager, compiled = load_model(d), load_model(d, compile=True)
