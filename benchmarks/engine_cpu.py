@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--batches", default="1,16")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines run in it")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.threads:
@@ -57,7 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         hf = tf.OlmoeForCausalLM(olmoe_config(a)).eval()
         hf.save_pretrained(d)
-        engines = {"engine": load_model(d), "engine_compiled": load_model(d, compile=True)}
+        hf = hf.to(getattr(torch, a.dtype))
+        engines = {"engine": load_model(d, dtype=a.dtype), "engine_compiled": load_model(d, dtype=a.dtype, compile=True)}
         rows = []
         for b in (int(x) for x in a.batches.split(",")):
             row = {"batch": b}
