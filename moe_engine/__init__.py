@@ -1,7 +1,7 @@
 """MoE inference engine: Hugging Face MoE checkpoints (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) on torch.
 
     from moe_engine import load_model
-    model = load_model(path, device="cpu", dtype=torch.float32)
+    model = load_model(path, device="cpu", dtype=torch.float32)  # compile=True: compiled CPU decode
     out = model.generate([[1, 2, 3]], max_new_tokens=32)
 """
 from .config import CheckpointError, ModelArgs
