@@ -12,9 +12,10 @@ SharedExpert(gate_up, down, gate=None)
 Backend choice (``backend=None``): CUDA tensors -> Triton; CPU tensors -> torch reference, unless
 the environment has TRITON_INTERPRET=1, then the Triton kernels run in the interpreter (that is how
 tests check them without a GPU). Inside torch.compile on CPU (the engine's compiled decode step)
-``fused_moe`` uses ``fused_moe_gather``, which inductor turns into fused indexed reductions. ``backend="torch"`` or ``"triton"`` forces one. The Triton path is
-inference only: with autograd recording and an input that requires grad, ``backend=None`` picks
-the torch reference and ``backend="triton"`` raises.
+``fused_moe`` uses ``fused_moe_gather``, which inductor turns into fused indexed reductions.
+``backend="torch"`` or ``"triton"`` forces one. The Triton path is inference only: with autograd
+recording and an input that requires grad, ``backend=None`` picks the torch reference and
+``backend="triton"`` raises.
 """
 
 from __future__ import annotations
