@@ -50,6 +50,9 @@ chmod 600 "$DATA/env.sh"
 DATABASE_POOL="${DATABASE_POOL:-1}" moedesk_own_session "$PY" -m webapp.serve --host "$HOST" --port "$PORT" \
     --workers "${MOEDESK_WEB_WORKERS:-1}" --log-level warning >"$DATA/logs/web.log" 2>&1 &
 PIDS+=($!)
+# Workers compile their decode step at start (MOEDESK_COMPILE); inductor's cache under var/ keeps
+# that to seconds on the next start, also after /tmp was cleared.
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$DATA/cache/inductor}"
 for q in ${MOEDESK_QUEUES:-triage billing technical sales}; do
     DATABASE_POOL=0 DATABASE_CONN_MAX_AGE="${DATABASE_CONN_MAX_AGE:-600}" moedesk_own_session "$PY" -m celery -A webapp worker -Q "$q" -n "$q@%h" \
         --concurrency "${MOEDESK_WORKER_CONCURRENCY:-1}" --loglevel INFO >"$DATA/logs/worker-$q.log" 2>&1 &
