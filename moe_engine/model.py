@@ -154,8 +154,25 @@ class Attention(nn.Module):
             kc[rows, :, pos] = k
             vc[rows, :, pos] = v
             k, v = kc[:, :, :kv_len], vc[:, :, :kv_len]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
+        if T == 1 and x.device.type == "cpu" and torch.compiler.is_compiling():
+            y = decode_attention(q, k, v, mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """SDPA for one query per row, written out: q [B, heads, 1, D], k/v [B, kv_heads, S, D].
+
+    For the compiled CPU decode step: inductor fuses this into its kernels, where CPU flash
+    attention is an opaque call costing ~0.4 ms per layer at 16 rows (docs/benchmarks.md § engine).
+    Heads sharing a K/V head (GQA) are laid side by side instead of repeating K and V.
+    """
+    B, heads, _, D = q.shape
+    n_kv = k.shape[1]
+    s = (q.reshape(B, n_kv, heads // n_kv, D) @ k.transpose(-1, -2)).float() * D**-0.5
+    p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1).to(v.dtype)
+    return (p @ v).reshape(B, heads, 1, D)
 
 
 def rotate_half(x: Tensor) -> Tensor:

@@ -71,3 +71,18 @@ def test_compile_decode_is_cpu_only(model):
     meta = type(model)(model.args).to("meta")
     with pytest.raises(ValueError, match="CPU models; this one is on meta"):
         meta.compile_decode()
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (8, 2)])
+def test_decode_attention_matches_sdpa(heads, kv_heads):
+    """The written-out attention the compiled step uses: same as SDPA, GQA and a ragged mask."""
+    from moe_engine.model import decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    B, S, D = 3, 11, 16
+    q = torch.randn(B, heads, 1, D, generator=g)
+    k, v = (torch.randn(B, kv_heads, S, D, generator=g) for _ in range(2))
+    visible = torch.tensor([11, 4, 1])  # rows with different cache lengths, one seeing a single key
+    mask = (torch.arange(S)[None, :] < visible[:, None])[:, None, None, :]
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv_heads != heads)
+    torch.testing.assert_close(decode_attention(q, k, v, mask), ref, atol=1e-6, rtol=1e-5)
