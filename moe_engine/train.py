@@ -144,7 +144,7 @@ def classify_data(tok: Tokenizer, data_cfg: dict[str, Any]) -> Dataset:
 
     intent_queue = queues()
     train_rows, val_rows = load_splits()
-    ood_train = ood_texts("train", n_augmented=data_cfg.get("ood_augmented", 700))
+    ood_train = ood_texts("train", n_augmented=data_cfg.get("ood_augmented", 700), extra=data_cfg.get("ood_extra", False))
     ood_val = ood_texts("validation")
     labels = sorted(intent_queue) + [OOD_LABEL]
     lid = {name: i for i, name in enumerate(labels)}

@@ -85,14 +85,22 @@ def _noisy(text: str, rng: random.Random) -> str:
     return t.strip()
 
 
-def ood_texts(split: str, *, n_augmented: int = 700, seed: int = 0) -> list[str]:
-    """Out-of-domain requests: 'train' (seed list + noisy variants + templates) or 'validation'."""
+def _lines(name: str) -> list[str]:
+    return [t for t in (ROOT / "ood" / name).read_text().splitlines() if t.strip()]
+
+
+def ood_texts(split: str, *, n_augmented: int = 700, seed: int = 0, extra: bool = False) -> list[str]:
+    """Out-of-domain requests: 'train' (seed list + noisy variants + templates) or 'validation'.
+
+    ``extra`` adds ``train_extra.txt`` (181 more requests: everyday, travel, health, home, devices,
+    and near misses such as parcels, subscriptions and utilities) to the training seed list.
+    """
     if split == "validation":
-        return [t for t in (ROOT / "ood" / "val.txt").read_text().splitlines() if t.strip()]
+        return _lines("val.txt")
     if split != "train":
         raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
     rng = random.Random(seed)
-    base = [t for t in (ROOT / "ood" / "train_seed.txt").read_text().splitlines() if t.strip()]
+    base = _lines("train_seed.txt") + (_lines("train_extra.txt") if extra else [])
     out = list(base)
     while len(out) < len(base) + n_augmented:
         if rng.random() < 0.6:

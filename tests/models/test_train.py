@@ -1,5 +1,6 @@
 """Training code: the balancing loss, a tiny run lowers the loss, same seed -> same weights."""
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,16 @@ def test_distillation_pulls_the_student_towards_its_teachers(tok, tmp_path):
 
     with pytest.raises(ValueError, match="another vocabulary or label set"):
         load_teachers([tmp_path / "teacher"], tiny_config("classify", tok.vocab_size, labels=5), "cpu")
+
+
+def test_out_of_domain_training_texts():
+    from moe_engine.data.banking77 import ood_texts
+
+    base = ood_texts("train", n_augmented=100)
+    more = ood_texts("train", n_augmented=100, extra=True)
+    assert base == ood_texts("train", n_augmented=100)  # seeded
+    extra_lines = [t for t in (Path(__file__).parents[2] / "data" / "ood" / "train_extra.txt").read_text().splitlines() if t]
+    assert len(more) == len(base) + len(extra_lines) and set(extra_lines) <= set(more)
+    assert not set(extra_lines) & set(base)
+    # never trained on what the threshold and catch rate are measured with
+    assert not {t.lower() for t in more} & {t.lower() for t in ood_texts("validation")}
