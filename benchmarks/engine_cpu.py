@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines run in it")
     p.add_argument("--profile", action="store_true",
-                   help="also print torch.profiler's table for the compiled engine's run at each batch size")
+                   help="also print torch.profiler's table for the compiled engine's decode steps at each batch size")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.threads:
@@ -70,8 +70,9 @@ def main() -> None:
             if a.profile:
                 from torch.profiler import profile
 
-                with profile() as prof:
-                    bench_engine(engines["engine_compiled"], batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens)
+                prof = profile()
+                bench_engine(engines["engine_compiled"], batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
+                             decode_context=prof)
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
             if not a.skip_hf:
                 h = bench_transformers(hf, batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens)

@@ -7,6 +7,7 @@ Both wall time and process CPU time are recorded; on a contended machine the CPU
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
@@ -43,8 +44,12 @@ def _since(t0: tuple[float, float]) -> tuple[float, float]:
 
 def bench_engine(
     model: Transformer, *, batch: int, prompt_len: int, new_tokens: int, reps: int = 3, seed: int = 0,
+    decode_context: contextlib.AbstractContextManager | None = None,
 ) -> dict:
-    """Prefill tokens/s (batch x prompt_len in one pass) and decode tokens/s (batch rows per step)."""
+    """Prefill tokens/s (batch x prompt_len in one pass) and decode tokens/s (batch rows per step).
+
+    ``decode_context`` (a torch.profiler.profile, say) is entered around the timed decode steps only.
+    """
     g = torch.Generator().manual_seed(seed)
     V = model.args.vocab_size
     prompts = [torch.randint(0, V, (prompt_len,), generator=g).tolist() for _ in range(batch)]
@@ -62,11 +67,12 @@ def bench_engine(
         sched.admit(reqs)
         _sync(model.device)
         prefill.append(_since(t0))
-    for _ in range(new_tokens):
-        t0 = _clock()
-        sched.step()
-        _sync(model.device)
-        steps.append(_since(t0))
+    with decode_context or contextlib.nullcontext():
+        for _ in range(new_tokens):
+            t0 = _clock()
+            sched.step()
+            _sync(model.device)
+            steps.append(_since(t0))
     out = _result(batch, prompt_len, new_tokens, prefill[1:], steps[1:])
     if sched.n_moe:
         # distinct experts each decode step touched, summed over layers (what a step reads from memory)
