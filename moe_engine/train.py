@@ -47,6 +47,12 @@ DEFAULT_TRAIN = {
     # With max_minutes, True decays the learning rate over the time budget (the run then depends on
     # machine speed: reproducible in distribution, not bit for bit). False keeps runs bit-exact.
     "schedule_by_time": False,
+    # balance control (0 = off): while a MoE layer's running balancedness on the training batches is
+    # under balance_target, that layer's aux-loss weight grows by exp(balance_gain) per step (and
+    # shrinks back the same way above it), between aux_loss_coef and balance_max_factor times it.
+    # A sign-driven update like DeepSeek-V3's bias balancing, but it acts through the loss, so the
+    # checkpoint keeps the standard router (a selection bias would not survive in the HF format).
+    "balance_target": 0.0, "balance_gain": 0.002, "balance_max_factor": 10.0,
 }
 
 
@@ -57,6 +63,11 @@ def aux_loss(router_logits: Sequence[Tensor], top_k: int, valid: Tensor | None) 
     f_e: fraction of routed (token, slot) assignments going to expert e; P_e: mean router probability
     of e. Minimal (1.0) when both are uniform. Padding tokens are left out.
     """
+    return aux_loss_per_layer(router_logits, top_k, valid).mean()
+
+
+def aux_loss_per_layer(router_logits: Sequence[Tensor], top_k: int, valid: Tensor | None) -> Tensor:
+    """[layers] the load-balancing loss of each MoE layer (see ``aux_loss``)."""
     losses = []
     for logits in router_logits:
         if valid is not None:
@@ -67,7 +78,7 @@ def aux_loss(router_logits: Sequence[Tensor], top_k: int, valid: Tensor | None) 
         f = torch.zeros(E, device=probs.device).index_add_(0, ids.reshape(-1), torch.ones(ids.numel(), device=probs.device))
         f = f / ids.numel()
         losses.append(E * (f * probs.mean(0)).sum())
-    return torch.stack(losses).mean()
+    return torch.stack(losses)
 
 
 def expert_counts(router_logits: Sequence[Tensor], top_k: int, valid: Tensor | None) -> Tensor:
@@ -84,6 +95,14 @@ def expert_counts(router_logits: Sequence[Tensor], top_k: int, valid: Tensor | N
 def balancedness(counts: Tensor) -> list[float]:
     """Per layer: mean expert load / max expert load (1.0 = perfectly even, 1/E = one expert takes all)."""
     return [float(c.mean() / c.max().clamp(min=1)) for c in counts]
+
+
+def update_balance_coefs(coefs: list[float], layer_balance: Sequence[float], tcfg: dict[str, Any]) -> list[float]:
+    """One step of the balance controller: raise the aux weight of layers under the target, lower the rest."""
+    low, high = tcfg["aux_loss_coef"], tcfg["aux_loss_coef"] * tcfg["balance_max_factor"]
+    step = math.exp(tcfg["balance_gain"])
+    return [min(high, max(low, c * (step if b < tcfg["balance_target"] else 1 / step)))
+            for c, b in zip(coefs, layer_balance, strict=True)]
 
 
 # -- data -----------------------------------------------------------------------------------------------
@@ -279,8 +298,13 @@ def distill_loss(logits: Tensor, target_probs: Tensor, temperature: float) -> Te
 
 
 def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[str, Any],
-              label_queue: Tensor | None = None, teachers: Sequence[Transformer] = ()) -> tuple[Tensor, Tensor, Tensor]:
-    """(total loss, task loss, routed counts) for one batch."""
+              label_queue: Tensor | None = None, teachers: Sequence[Transformer] = (),
+              layer_aux_coefs: Sequence[float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(total loss, task loss, routed counts) for one batch.
+
+    ``layer_aux_coefs`` (one per MoE layer, from the balance controller) replaces the single
+    ``aux_loss_coef``.
+    """
     valid = b["attn"].reshape(-1).bool()
     if task == "classify":
         logits, rl = model.classify_logits(b["ids"], b["attn"], return_router_logits=True)
@@ -295,9 +319,13 @@ def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[st
     else:
         logits, rl = model.forward(b["ids"], b["attn"], return_router_logits=True)
         task_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b["targets"].reshape(-1))
-    aux = aux_loss(rl, model.args.top_k, valid) if rl else torch.zeros((), device=task_loss.device)
     counts = expert_counts(rl, model.args.top_k, valid) if rl else torch.zeros(0, 0)
-    return task_loss + tcfg["aux_loss_coef"] * aux, task_loss, counts
+    if not rl:
+        return task_loss, task_loss, counts
+    if layer_aux_coefs is not None:
+        per_layer = aux_loss_per_layer(rl, model.args.top_k, valid)
+        return task_loss + (per_layer * torch.tensor(layer_aux_coefs, device=per_layer.device)).mean(), task_loss, counts
+    return task_loss + tcfg["aux_loss_coef"] * aux_loss(rl, model.args.top_k, valid), task_loss, counts
 
 
 def train(
@@ -323,6 +351,8 @@ def train(
     history: list[dict[str, float]] = []
     step, t0, stopped_early = 0, time.time(), False
     counts_window = None
+    n_moe = sum(1 for layer in model.layers if layer.is_moe) if tcfg["balance_target"] > 0 else 0
+    layer_aux_coefs = [tcfg["aux_loss_coef"]] * n_moe if n_moe else None
     label_queue = queue_index(data.meta) if task == "classify" else None
     hooks = add_dropout_hooks(model, tcfg["dropout"]) if tcfg["dropout"] > 0 else []
     ema_decay = tcfg["ema_decay"]
@@ -344,7 +374,7 @@ def train(
                 g["lr"] = lr_at(step, total, tcfg, time_progress)
             b = collate(batch, pad_id, tcfg["max_len"], dev, task == "lm")
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss, task_loss, counts = step_loss(model, b, task, tcfg, label_queue, teachers)
+                loss, task_loss, counts = step_loss(model, b, task, tcfg, label_queue, teachers, layer_aux_coefs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
@@ -358,10 +388,13 @@ def train(
                         ema[name].mul_(d).add_(p.detach(), alpha=1 - d)
             run_loss += float(task_loss.detach())
             counts_window = counts if counts_window is None else 0.9 * counts_window + counts
+            if layer_aux_coefs is not None:
+                layer_aux_coefs = update_balance_coefs(layer_aux_coefs, balancedness(counts_window), tcfg)
             if step % 10 == 0 or step == 1:
                 bal = balancedness(counts_window) if counts_window.numel() else []
                 bar.set_postfix(epoch=epoch, loss=f"{run_loss / n:.4f}", bal=" ".join(f"{x:.2f}" for x in bal))
-                history.append({"step": step, "epoch": epoch, "loss": run_loss / n, "min_balancedness": min(bal or [1.0])})
+                history.append({"step": step, "epoch": epoch, "loss": run_loss / n, "min_balancedness": min(bal or [1.0]),
+                                **({"aux_coefs": [round(c, 5) for c in layer_aux_coefs]} if layer_aux_coefs else {})})
             bar.update(1)
             if step >= total or (deadline is not None and time.monotonic() > deadline):
                 stopped_early = step < total
@@ -378,7 +411,8 @@ def train(
     model.eval()
     return {"steps": step, "planned_steps": total, "epochs_run": round(step / steps_per_epoch, 2),
             "stopped_early_by_time": stopped_early, "train_seconds": round(time.time() - t0, 1),
-            "history": history, "final_train_loss": history[-1]["loss"] if history else None}
+            "history": history, "final_train_loss": history[-1]["loss"] if history else None,
+            **({"final_aux_coefs": layer_aux_coefs} if layer_aux_coefs else {})}
 
 
 # -- evaluation -----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Training code: the balancing loss, a tiny run lowers the loss, same seed -> same weights."""
+import math
 import random
 from pathlib import Path
 
@@ -9,7 +10,17 @@ from moe_engine import build_model
 from moe_engine.data.router import decide
 from moe_engine.tokenizer import Tokenizer
 from moe_engine.tokenizer_train import save, train_tokenizer
-from moe_engine.train import Dataset, Example, aux_loss, balancedness, collate, expert_counts, predict, train
+from moe_engine.train import (
+    Dataset,
+    Example,
+    aux_loss,
+    balancedness,
+    collate,
+    expert_counts,
+    predict,
+    train,
+    update_balance_coefs,
+)
 
 TEXTS = [
     "my card has not arrived yet", "how do I change my pin", "I was charged twice for one payment",
@@ -99,6 +110,42 @@ def test_aux_loss_is_one_when_balanced_and_higher_when_collapsed():
     counts = expert_counts([collapsed], 2, None)
     assert counts.tolist() == [[8.0, 8.0, 0.0, 0.0]]
     assert balancedness(counts) == [pytest.approx(0.5)]
+
+
+def test_balance_controller_raises_the_weight_of_unbalanced_layers_only():
+    cfg = {"aux_loss_coef": 0.01, "balance_target": 0.8, "balance_gain": math.log(2), "balance_max_factor": 4.0}
+    coefs = [0.01, 0.01, 0.04]
+    coefs = update_balance_coefs(coefs, [0.5, 0.9, 0.6], cfg)
+    assert coefs == pytest.approx([0.02, 0.01, 0.04])  # doubled; floored at the base; capped at 4x
+    assert update_balance_coefs(coefs, [0.95, 0.95, 0.95], cfg) == pytest.approx([0.01, 0.01, 0.02])
+
+
+def collapsed_router_model(tok):
+    """A classifier whose only MoE layer sends every token to experts 0 and 1 (balancedness 0.5)."""
+    model = build_model(tiny_config("classify", tok.vocab_size), seed=0)
+    with torch.no_grad():
+        shared = torch.zeros(model.args.hidden_size)
+        shared[0] = 1.0
+        model.embed_tokens.weight.add_(3.0 * shared)  # every hidden state leans the same way
+        gate = model.layers[0].mlp.gate.weight
+        gate.zero_()
+        gate[:2], gate[2:] = 0.5 * shared, -0.5 * shared
+    return model
+
+
+def test_balance_control_spreads_a_collapsed_layer(tok):
+    torch.set_num_threads(1)
+    data = cls_data(tok)
+    balance = {}
+    for target in (0.0, 0.9):
+        model = collapsed_router_model(tok)
+        assert balancedness(predict(model, data.val, "classify", tok.pad_token_id, 32)[1]) == [0.5]
+        cfg = dict(TCFG, balance_target=target, balance_gain=0.2, balance_max_factor=300.0)
+        info = train(model, data, "classify", cfg, seed=0, pad_id=tok.pad_token_id, progress=False)
+        balance[target] = balancedness(predict(model, data.val, "classify", tok.pad_token_id, 32)[1])[0]
+        assert ("final_aux_coefs" in info) == (target > 0)
+    assert balance[0.0] < 0.6  # the plain aux loss at 0.01 leaves it collapsed
+    assert balance[0.9] > 0.75, balance
 
 
 def test_collate_trains_only_on_the_completion():
