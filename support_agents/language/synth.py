@@ -90,8 +90,14 @@ def _spell_date(d: date, style: str, rng: random.Random) -> str:
     }[style]
 
 
-def _spell_amount(amount: str, currency: str, rng: random.Random) -> tuple[str, str]:
-    """(the amount as written in the text, the number part the extractor should copy)."""
+def _spell_amount(amount: str, currency: str, rng: random.Random, bare: float = 0.0) -> tuple[str, str]:
+    """(the amount as written in the text, the number part the extractor should copy).
+
+    ``bare``: the share of amounts with pence written without any currency ("my 250.00 payment"),
+    as customers often do; 0 draws nothing extra, so older data sets come out unchanged.
+    """
+    if bare > 0 and "." in amount and rng.random() < bare:
+        return amount, amount
     r = rng.random()
     shown = f"{int(float(amount)):,}" if "." not in amount and rng.random() < 0.3 else amount
     if currency in SYMBOL and r < 0.5:
@@ -190,6 +196,18 @@ SLOT_SENTENCES: dict[str, tuple[str, ...]] = {
         "I moved to {country}.", "I applied on {date} while in {country}.",
     ),
 }
+# more slot sentences, used with bare amounts (synth --bare-amounts): the amount inside a noun
+# phrase ("my 250.00 Tesco payment"), where the extractor must still find it
+NOUN_PHRASE_SLOT_SENTENCES: dict[str, tuple[str, ...]] = {
+    "card_payment": (
+        "I want a refund for my {amount} {merchant} payment.", "Can I get my {amount} back from {merchant}?",
+        "The {merchant} charge of {amount} is wrong.", "My {amount} payment on {date} is the problem.",
+        "It is about the {amount} {merchant} purchase.",
+    ),
+    "cash": ("My {amount} withdrawal in {country} went wrong.", "The {amount} cash withdrawal on {date}."),
+    "transfer": ("My {amount} transfer to {recipient} hasn't arrived.", "It is about the {amount} payment to {recipient}."),
+    "top_up": ("My {amount} top-up on {date} is missing.", "The {amount} top up did not show."),
+}
 _SLOT = re.compile(r"\{(\w+)\}")
 _UNSAFE = re.compile(
     r"\d|£|€|\$|¥|\b(" + "|".join(sorted({n for ns in CURRENCIES.values() for n in ns if n.isalpha()} | {c.lower() for c in CURRENCIES})) + r")\b"
@@ -221,14 +239,19 @@ def _slot_values(rng: random.Random, today: date) -> dict[str, str]:
     }
 
 
-def _fill(sentence: str, vals: dict[str, str], rng: random.Random) -> tuple[str, dict[str, str]]:
+def _slot_sentences(family: str, bare_amounts: float) -> tuple[str, ...]:
+    extra = NOUN_PHRASE_SLOT_SENTENCES.get(family, ()) if bare_amounts > 0 else ()
+    return SLOT_SENTENCES[family] + extra
+
+
+def _fill(sentence: str, vals: dict[str, str], rng: random.Random, bare_amounts: float = 0.0) -> tuple[str, dict[str, str]]:
     """Fill one slot sentence; returns the text and the raw values it now contains."""
     used: dict[str, str] = {}
 
     def sub(m: re.Match[str]) -> str:
         key = m.group(1)
         if key == "amount":
-            spelled, used["amount"] = _spell_amount(vals["amount"], vals["currency"], rng)
+            spelled, used["amount"] = _spell_amount(vals["amount"], vals["currency"], rng, bare_amounts)
             used["currency"] = vals["currency"]
             return spelled
         if key == "currency_name":
@@ -240,7 +263,7 @@ def _fill(sentence: str, vals: dict[str, str], rng: random.Random) -> tuple[str,
     return _SLOT.sub(sub, sentence), used
 
 
-def extraction_example(query: str, intent: str, rng: random.Random, today: date) -> dict:
+def extraction_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0) -> dict:
     fam = FAMILY_OF[intent]
     vals = _slot_values(rng, today)
     r = rng.random()
@@ -248,8 +271,8 @@ def extraction_example(query: str, intent: str, rng: random.Random, today: date)
     if r < 0.8:
         n = 1 if rng.random() < 0.6 else 2
         parts = []
-        for s in rng.sample(SLOT_SENTENCES[fam], n):
-            t, u = _fill(s, vals, rng)
+        for s in rng.sample(_slot_sentences(fam, bare_amounts), n):
+            t, u = _fill(s, vals, rng, bare_amounts)
             parts.append(t)
             used.update(u)
         extra = " ".join(parts)
@@ -379,13 +402,13 @@ def reply_text(customer_name: str, intent: str, facts: dict[str, str], rng: rand
     return " ".join(parts)
 
 
-def reply_example(query: str, intent: str, rng: random.Random, today: date) -> dict:
+def reply_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0) -> dict:
     fam = FAMILY_OF[intent]
     vals = _slot_values(rng, today)
     used: dict[str, str] = {}
     text = query
     if rng.random() < 0.7:
-        t, used = _fill(rng.choice(SLOT_SENTENCES[fam]), vals, rng)
+        t, used = _fill(rng.choice(_slot_sentences(fam, bare_amounts)), vals, rng, bare_amounts)
         text = f"{query} {t}"
     name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
     proc = PROCEDURES.get(intent)
@@ -408,7 +431,8 @@ def reply_example(query: str, intent: str, rng: random.Random, today: date) -> d
     }
 
 
-def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: date) -> list[dict]:
+def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: date,
+          bare_amounts: float = 0.0) -> list[dict]:
     """Examples over (query, intent) rows: extraction and reply examples, about ``per_query`` each."""
     rng = random.Random(seed)
     out: list[dict] = []
@@ -417,8 +441,8 @@ def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: da
             continue
         n = int(per_query) + (rng.random() < per_query - int(per_query))
         for _ in range(n):
-            out.append(extraction_example(text, intent, rng, today))
-            out.append(reply_example(text, intent, rng, today))
+            out.append(extraction_example(text, intent, rng, today, bare_amounts))
+            out.append(reply_example(text, intent, rng, today, bare_amounts))
     rng.shuffle(out)
     return out
 
@@ -436,13 +460,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-query", type=float, default=1.0)
+    ap.add_argument("--bare-amounts", type=float, default=0.0,
+                    help="share of amounts written without a currency, with noun-phrase slot sentences (0: off)")
     ap.add_argument("--today", default="2026-11-23", help="reference day for dates without a year")
     a = ap.parse_args(argv)
     today = date.fromisoformat(a.today)
     train, val = load_splits()
     a.out.mkdir(parents=True, exist_ok=True)
-    tr = build(train, seed=a.seed, per_query=a.per_query, today=today)
-    va = build(val, seed=a.seed + 1000, per_query=0.5, today=today)
+    tr = build(train, seed=a.seed, per_query=a.per_query, today=today, bare_amounts=a.bare_amounts)
+    va = build(val, seed=a.seed + 1000, per_query=0.5, today=today, bare_amounts=a.bare_amounts)
     _write(a.out / "train.jsonl", tr)
     _write(a.out / "validation.jsonl", va)
     print(f"wrote {len(tr)} train and {len(va)} validation examples to {a.out}")

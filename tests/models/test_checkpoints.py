@@ -92,6 +92,14 @@ def test_agent_extracts_clear_arguments(agent):
     assert args["amount"] in (None, "23.50")
 
 
+def test_agent_extracts_an_amount_written_without_a_currency(agent):
+    # the demo's refund request; stage 6 returned None for a bare "250.00" inside a noun phrase
+    for text in ("I want a refund for my 250.00 Tesco payment, I returned the goods.",
+                 "Can I get a refund for my 250.00 Tesco payment? I sent the item back."):
+        args = extract_arguments(agent, intent="request_refund", text=text, fields=["amount", "currency", "merchant"])
+        assert args == {"amount": "250.00", "currency": None, "merchant": "Tesco"}, (text, args)
+
+
 def test_agent_reply_is_specific_and_checked(agent):
     facts = {"transaction": "TX0000120003", "merchant": "Tesco", "amount": "23.50 GBP", "date": "2026-03-03",
              "transaction_status": "completed"}

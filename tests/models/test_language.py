@@ -210,6 +210,22 @@ def test_every_synthetic_reply_target_passes_the_sentence_check():
         assert faithfulness_problems(text, e["facts"], customer_name=e["customer_name"], intent=e["intent"]) == [], text
 
 
+def test_bare_amounts_are_written_without_a_currency_and_labelled_so():
+    rows = [(q, i) for q, i in load_splits()[0] if synth.FAMILY_OF.get(i) == "card_payment"]
+    examples = synth.build(rows, seed=3, per_query=1.0, today=date(2026, 11, 23), bare_amounts=0.5)
+    bare = [e for e in examples if e["task"] == "extract" and e["expected"].get("amount")
+            and "currency" in e["fields"] and e["expected"]["currency"] is None]
+    assert len(bare) > 20
+    for e in bare:
+        assert e["expected"]["amount"] in e["text"] and not grounded("currency", "GBP", e["text"]), e["text"]
+    noun_phrase = [e for e in examples if "payment." in e["text"] and " my " in e["text"]]
+    assert noun_phrase, "the noun-phrase slot sentences are in use"
+    for e in examples:
+        if e["task"] == "reply":
+            text = e["completion"].removesuffix(END)
+            assert faithfulness_problems(text, e["facts"], customer_name=e["customer_name"], intent=e["intent"]) == []
+
+
 def test_template_reply_is_faithful():
     text = template_reply(customer_name="Alice Smith", intent="card_payment_fee_charged", facts=FACTS)
     assert faithfulness_problems(text, FACTS, customer_name="Alice Smith") == []
