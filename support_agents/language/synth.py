@@ -239,9 +239,60 @@ def _slot_values(rng: random.Random, today: date) -> dict[str, str]:
     }
 
 
-def _slot_sentences(family: str, bare_amounts: float) -> tuple[str, ...]:
+def _slot_sentences(family: str, bare_amounts: float, without_amount: bool = False) -> tuple[str, ...]:
     extra = NOUN_PHRASE_SLOT_SENTENCES.get(family, ()) if bare_amounts > 0 else ()
-    return SLOT_SENTENCES[family] + extra
+    sentences = SLOT_SENTENCES[family] + extra
+    # one amount per text: a second one, spelled another way, would make the label ambiguous
+    return tuple(s for s in sentences if "{amount}" not in s) if without_amount else sentences
+
+
+# where a real query already names the money ("the payment", "my money", "I was charged twice"), the
+# amount can go into the customer's own sentence ("the 19.99 payment", "a payment of 19.99", "my
+# 45.00", "I was charged 12.99 twice")
+_PAYMENT_NOUN = re.compile(
+    r"\b(a|an|the|my|this|that)\s+(payment|charge|transaction|transfer|withdrawal|top[- ]?up|refund|purchase|deposit)\b",
+    re.I,
+)
+_MONEY_NOUN = re.compile(
+    # a bare "money" after a quantity word ("enough money", "less money than") would read wrongly
+    r"\b(?:(the|my|some|any)\s+|(?<!enough )(?<!less )(?<!more )(?<!much )(?<!of )(?<!no ))(money|funds)\b"
+    r"|\b(the|my|some)\s+cash\b",
+    re.I,
+)
+# a verb of paying with no object of its own ("I was charged twice", "I paid for it") takes the amount
+_PAYING_VERB = re.compile(
+    r"\b(charged|sent|withdrew|transferred|topped up|paid|spent)\b(?=\s+(?:twice|for|on|to|by|from|in|at|with|yesterday)\b|\s*[.,!?]|\s*$)",
+    re.I,
+)
+
+
+def _amount_into_query(query: str, family: str, vals: dict[str, str], rng: random.Random,
+                       bare_amounts: float) -> tuple[str, dict[str, str]] | None:
+    """The query with the amount written into its own noun phrase, or None where it names no money."""
+    if "amount" not in FAMILY_FIELDS[family]:
+        return None
+    spelled, number = _spell_amount(vals["amount"], vals["currency"], rng, bare_amounts)
+    used = {"amount": number, "currency": vals["currency"]}
+    if m := _PAYMENT_NOUN.search(query):
+        det, noun = m.groups()
+        before = det.lower() not in ("a", "an") and rng.random() < 0.5
+        phrase = f"{det} {spelled} {noun}" if before else f"{det} {noun} of {spelled}"
+    elif m := _MONEY_NOUN.search(query):
+        det = m.group(1) or m.group(3)
+        phrase = f"{det} {spelled}" if det and det.lower() in ("the", "my") else spelled
+    elif m := _PAYING_VERB.search(query):
+        phrase = f"{m.group(1)} {spelled}"
+    else:
+        return None
+    return query[: m.start()] + phrase + query[m.end():], used
+
+
+def _with_amount_in_query(query: str, family: str, vals: dict[str, str], rng: random.Random,
+                          bare_amounts: float, share: float) -> tuple[str, dict[str, str]]:
+    # nothing is drawn when the option is off, so data sets built without it come out unchanged
+    if share > 0 and rng.random() < share:
+        return _amount_into_query(query, family, vals, rng, bare_amounts) or (query, {})
+    return query, {}
 
 
 def _fill(sentence: str, vals: dict[str, str], rng: random.Random, bare_amounts: float = 0.0) -> tuple[str, dict[str, str]]:
@@ -263,15 +314,18 @@ def _fill(sentence: str, vals: dict[str, str], rng: random.Random, bare_amounts:
     return _SLOT.sub(sub, sentence), used
 
 
-def extraction_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0) -> dict:
+def extraction_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0,
+                       amounts_in_query: float = 0.0) -> dict:
     fam = FAMILY_OF[intent]
     vals = _slot_values(rng, today)
+    query, used = _with_amount_in_query(query, fam, vals, rng, bare_amounts, amounts_in_query)
     r = rng.random()
-    text, used = query, {}
-    if r < 0.8:
+    text = query
+    sentences = _slot_sentences(fam, bare_amounts, without_amount="amount" in used)
+    if r < 0.8 and sentences:
         n = 1 if rng.random() < 0.6 else 2
         parts = []
-        for s in rng.sample(_slot_sentences(fam, bare_amounts), n):
+        for s in rng.sample(sentences, min(n, len(sentences))):
             t, u = _fill(s, vals, rng, bare_amounts)
             parts.append(t)
             used.update(u)
@@ -402,13 +456,16 @@ def reply_text(customer_name: str, intent: str, facts: dict[str, str], rng: rand
     return " ".join(parts)
 
 
-def reply_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0) -> dict:
+def reply_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0,
+                  amounts_in_query: float = 0.0) -> dict:
     fam = FAMILY_OF[intent]
     vals = _slot_values(rng, today)
-    used: dict[str, str] = {}
+    query, used = _with_amount_in_query(query, fam, vals, rng, bare_amounts, amounts_in_query)
     text = query
-    if rng.random() < 0.7:
-        t, used = _fill(rng.choice(_slot_sentences(fam, bare_amounts)), vals, rng, bare_amounts)
+    sentences = _slot_sentences(fam, bare_amounts, without_amount="amount" in used)
+    if rng.random() < 0.7 and sentences:
+        t, more = _fill(rng.choice(sentences), vals, rng, bare_amounts)
+        used = {**used, **more}
         text = f"{query} {t}"
     name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
     proc = PROCEDURES.get(intent)
@@ -432,8 +489,12 @@ def reply_example(query: str, intent: str, rng: random.Random, today: date, bare
 
 
 def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: date,
-          bare_amounts: float = 0.0) -> list[dict]:
-    """Examples over (query, intent) rows: extraction and reply examples, about ``per_query`` each."""
+          bare_amounts: float = 0.0, amounts_in_query: float = 0.0) -> list[dict]:
+    """Examples over (query, intent) rows: extraction and reply examples, about ``per_query`` each.
+
+    ``bare_amounts``: see ``_spell_amount``; ``amounts_in_query``: the share of examples whose query
+    gets the amount written into its own noun phrase, where it has one (``_amount_into_query``).
+    """
     rng = random.Random(seed)
     out: list[dict] = []
     for text, intent in rows:
@@ -441,8 +502,8 @@ def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: da
             continue
         n = int(per_query) + (rng.random() < per_query - int(per_query))
         for _ in range(n):
-            out.append(extraction_example(text, intent, rng, today, bare_amounts))
-            out.append(reply_example(text, intent, rng, today, bare_amounts))
+            out.append(extraction_example(text, intent, rng, today, bare_amounts, amounts_in_query))
+            out.append(reply_example(text, intent, rng, today, bare_amounts, amounts_in_query))
     rng.shuffle(out)
     return out
 
@@ -462,13 +523,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-query", type=float, default=1.0)
     ap.add_argument("--bare-amounts", type=float, default=0.0,
                     help="share of amounts written without a currency, with noun-phrase slot sentences (0: off)")
+    ap.add_argument("--amounts-in-query", type=float, default=0.0,
+                    help="share of examples whose query gets the amount in its own noun phrase, "
+                         "'the 19.99 payment' (0: off)")
     ap.add_argument("--today", default="2026-11-23", help="reference day for dates without a year")
     a = ap.parse_args(argv)
     today = date.fromisoformat(a.today)
     train, val = load_splits()
     a.out.mkdir(parents=True, exist_ok=True)
-    tr = build(train, seed=a.seed, per_query=a.per_query, today=today, bare_amounts=a.bare_amounts)
-    va = build(val, seed=a.seed + 1000, per_query=0.5, today=today, bare_amounts=a.bare_amounts)
+    opts = {"bare_amounts": a.bare_amounts, "amounts_in_query": a.amounts_in_query}
+    tr = build(train, seed=a.seed, per_query=a.per_query, today=today, **opts)
+    va = build(val, seed=a.seed + 1000, per_query=0.5, today=today, **opts)
     _write(a.out / "train.jsonl", tr)
     _write(a.out / "validation.jsonl", va)
     print(f"wrote {len(tr)} train and {len(va)} validation examples to {a.out}")

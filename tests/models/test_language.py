@@ -2,9 +2,11 @@
 
 The constraint tests use the shipped agent tokenizer's vocabulary; one test runs the shipped model.
 """
+import functools
 import hashlib
 import json
 import random
+import re
 from datetime import date
 from pathlib import Path
 
@@ -224,6 +226,48 @@ def test_bare_amounts_are_written_without_a_currency_and_labelled_so():
         if e["task"] == "reply":
             text = e["completion"].removesuffix(END)
             assert faithfulness_problems(text, e["facts"], customer_name=e["customer_name"], intent=e["intent"]) == []
+
+
+def _amounts_after_a_noun(examples: list[dict]) -> int:
+    """Extraction texts with "<payment noun> of <the labelled amount>", which no slot sentence writes."""
+    return sum(
+        bool(re.search(rf"(payment|transaction|transfer|withdrawal|refund|purchase) of \S*{re.escape(e['expected']['amount'])}",
+                       e["text"], re.I))
+        for e in examples if e["task"] == "extract" and e["expected"].get("amount")
+    )
+
+
+def test_amounts_in_query_go_into_the_customers_own_sentence_once():
+    rows = [(q, i) for q, i in load_splits()[0][::3] if synth.FAMILY_OF.get(i) in ("card_payment", "transfer", "cash", "top_up")]
+    build = functools.partial(synth.build, rows, seed=4, per_query=1.0, today=date(2026, 11, 23), bare_amounts=0.5)
+    examples = build(amounts_in_query=1.0)
+    for e in examples:
+        if e["task"] == "reply":
+            text = e["completion"].removesuffix(END)
+            assert faithfulness_problems(text, e["facts"], customer_name=e["customer_name"], intent=e["intent"]) == []
+        elif amount := e["expected"].get("amount"):
+            # one amount per text: every decimal amount written in it is the labelled one
+            assert set(re.findall(r"\d[\d,]*\.\d\d", e["text"])) <= {amount}, e["text"]
+    assert _amounts_after_a_noun(examples) > 100
+    assert _amounts_after_a_noun(build()) == 0
+
+
+@pytest.mark.parametrize("query,written", [
+    ("Why is there a payment I don't recognise?", ("a payment of 19.99 I",)),
+    ("The transfer has not arrived.", ("The 19.99 transfer has", "The transfer of 19.99 has")),
+    ("I want my money back", ("my 19.99 back",)),
+    ("I was charged twice for the same thing.", ("charged 19.99 twice",)),
+    ("I have enough money, so why was my card declined?", None),
+    ("How do I order a new card?", None),
+])
+def test_an_amount_goes_into_the_querys_own_noun_phrase_where_it_reads(query, written):
+    vals = {"amount": "19.99", "currency": "GBP"}
+    for seed in range(8):
+        out = synth._amount_into_query(query, "card_payment", vals, random.Random(seed), bare_amounts=1.0)
+        if written is None:
+            assert out is None
+        else:
+            assert out[1]["amount"] == "19.99" and any(w in out[0] for w in written), out[0]
 
 
 def test_template_reply_is_faithful():
