@@ -53,6 +53,9 @@ DEFAULT_TRAIN = {
     # A sign-driven update like DeepSeek-V3's bias balancing, but it acts through the loss, so the
     # checkpoint keeps the standard router (a selection bias would not survive in the HF format).
     "balance_target": 0.0, "balance_gain": 0.002, "balance_max_factor": 10.0,
+    # the share of in-domain training examples that get ticket details (amounts, merchants, dates,
+    # card digits, greetings) written in each epoch, label unchanged (``data.details``; 0 = off)
+    "details": 0.0,
 }
 
 
@@ -112,6 +115,7 @@ class Example:
     label: int = -1  # classification target
     loss_from: int = 0  # LM: first position whose next-token prediction is trained
     text: str = ""
+    teacher_ids: list[int] | None = None  # what distillation teachers read instead of ``ids``
 
 
 @dataclass
@@ -150,11 +154,23 @@ def _subword_split_ids(tok: Tokenizer, text: str, p: float, rng: random.Random) 
     return ids
 
 
-def augment_example(e: Example, tok: Tokenizer, tcfg: dict[str, Any], rng: random.Random) -> Example:
-    """A fresh random variant of a classification example (one per epoch)."""
+def augment_example(e: Example, tok: Tokenizer, tcfg: dict[str, Any], rng: random.Random,
+                    details: bool = True) -> Example:
+    """A fresh random variant of a classification example (one per epoch).
+
+    With ``tcfg["details"]`` a share of the examples (those with ``details``) also get ticket details
+    written in (``data.details.add_details``); the teachers then read the text without them, so
+    the student learns to give the detailed ticket the teachers' reading of the plain query.
+    """
     text = _word_dropout(e.text, tcfg["word_dropout"], rng)
     if tcfg["lowercase"] > 0 and rng.random() < tcfg["lowercase"]:
         text = text.lower()
+    if details and tcfg["details"] > 0 and rng.random() < tcfg["details"]:
+        from .data.details import add_details
+
+        plain, text = text, add_details(text, rng)
+        return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text,
+                       teacher_ids=tok.encode(plain))
     return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text)
 
 
@@ -225,6 +241,10 @@ def collate(batch: list[Example], pad_id: int, max_len: int, device: torch.devic
             for j in range(e.loss_from, n - 1):
                 targets[i, j] = e.ids[j + 1]
     out = {"ids": ids, "attn": attn, "targets": targets, "labels": torch.tensor([e.label for e in batch])}
+    if any(e.teacher_ids is not None for e in batch):
+        teacher = [Example(e.teacher_ids if e.teacher_ids is not None else e.ids) for e in batch]
+        t = collate(teacher, pad_id, max_len, device, lm=False)
+        out["teacher_ids"], out["teacher_attn"] = t["ids"], t["attn"]
     return {k: v.to(device) for k, v in out.items()}
 
 
@@ -310,9 +330,10 @@ def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[st
         logits, rl = model.classify_logits(b["ids"], b["attn"], return_router_logits=True)
         task_loss = F.cross_entropy(logits.float(), b["labels"], label_smoothing=tcfg["label_smoothing"])
         if teachers:
-            # the teachers see the same augmented batch as the student ("consistent" distillation)
+            # the teachers see the same augmented batch as the student ("consistent" distillation),
+            # except for ticket details written in (``augment_example``): they read the plain text
             w, temp = tcfg["distill_weight"], tcfg["distill_temperature"]
-            soft = teacher_probs(teachers, b["ids"], b["attn"], temp)
+            soft = teacher_probs(teachers, b.get("teacher_ids", b["ids"]), b.get("teacher_attn", b["attn"]), temp)
             task_loss = (1 - w) * task_loss + w * distill_loss(logits, soft, temp)
         if label_queue is not None and tcfg["queue_loss_coef"] > 0:
             task_loss = task_loss + tcfg["queue_loss_coef"] * queue_nll(logits, b["labels"], label_queue)
@@ -354,6 +375,7 @@ def train(
     n_moe = sum(1 for layer in model.layers if layer.is_moe) if tcfg["balance_target"] > 0 else 0
     layer_aux_coefs = [tcfg["aux_loss_coef"]] * n_moe if n_moe else None
     label_queue = queue_index(data.meta) if task == "classify" else None
+    ood_id = data.meta["labels"].index(data.meta["ood_label"]) if task == "classify" and "ood_label" in data.meta else -1
     hooks = add_dropout_hooks(model, tcfg["dropout"]) if tcfg["dropout"] > 0 else []
     ema_decay = tcfg["ema_decay"]
     ema = {n: p.detach().clone() for n, p in model.named_parameters()} if ema_decay > 0 else None
@@ -361,10 +383,10 @@ def train(
     bar = tqdm(total=total, disable=not progress, dynamic_ncols=True, desc=f"train {task}")
     for epoch in range(tcfg["epochs"]):
         train_set = data.train
-        augment = any(tcfg[k] > 0 for k in ("word_dropout", "subword_split", "lowercase"))
+        augment = any(tcfg[k] > 0 for k in ("word_dropout", "subword_split", "lowercase", "details"))
         if task == "classify" and augment and tok is not None:
             # a fresh random variant of every example each epoch: cheap augmentation for a small labelled set
-            train_set = [augment_example(e, tok, tcfg, rng) for e in data.train]
+            train_set = [augment_example(e, tok, tcfg, rng, details=e.label != ood_id) for e in data.train]
         run_loss = 0.0
         for n, batch in enumerate(batches(train_set, tcfg["batch_size"], rng), start=1):
             time_progress = 0.0

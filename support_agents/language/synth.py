@@ -19,6 +19,8 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 
+from moe_engine.data.details import PAYMENT_NOUN
+
 from . import prompts
 from .faithfulness import faithfulness_problems, intent_topic
 from .fields import CURRENCIES, FIELDS, PRODUCTS, grounded, normalize
@@ -249,10 +251,6 @@ def _slot_sentences(family: str, bare_amounts: float, without_amount: bool = Fal
 # where a real query already names the money ("the payment", "my money", "I was charged twice"), the
 # amount can go into the customer's own sentence ("the 19.99 payment", "a payment of 19.99", "my
 # 45.00", "I was charged 12.99 twice")
-_PAYMENT_NOUN = re.compile(
-    r"\b(a|an|the|my|this|that)\s+(payment|charge|transaction|transfer|withdrawal|top[- ]?up|refund|purchase|deposit)\b",
-    re.I,
-)
 _MONEY_NOUN = re.compile(
     # a bare "money" after a quantity word ("enough money", "less money than") would read wrongly
     r"\b(?:(the|my|some|any)\s+|(?<!enough )(?<!less )(?<!more )(?<!much )(?<!of )(?<!no ))(money|funds)\b"
@@ -273,7 +271,7 @@ def _amount_into_query(query: str, family: str, vals: dict[str, str], rng: rando
         return None
     spelled, number = _spell_amount(vals["amount"], vals["currency"], rng, bare_amounts)
     used = {"amount": number, "currency": vals["currency"]}
-    if m := _PAYMENT_NOUN.search(query):
+    if m := PAYMENT_NOUN.search(query):
         det, noun = m.groups()
         before = det.lower() not in ("a", "an") and rng.random() < 0.5
         phrase = f"{det} {spelled} {noun}" if before else f"{det} {noun} of {spelled}"

@@ -1,6 +1,7 @@
 """Training code: the balancing loss, a tiny run lowers the loss, same seed -> same weights."""
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,36 @@ def test_out_of_domain_training_texts():
     assert not set(extra_lines) & set(base)
     # never trained on what the threshold and catch rate are measured with
     assert not {t.lower() for t in more} & {t.lower() for t in ood_texts("validation")}
+
+
+def test_ticket_details_are_written_around_the_query_and_seeded():
+    from moe_engine.data.banking77 import load_splits
+    from moe_engine.data.details import add_details
+
+    queries = [t for t, _ in load_splits()[0][::20]]
+    amounts_inside = 0
+    for q in queries:
+        out = add_details(q, random.Random(q))
+        assert out == add_details(q, random.Random(q))
+        assert out != q and len(out) > len(q)
+        # the customer's words all stay, in order; an amount may sit inside their noun phrase
+        words, rest = re.findall(r"\w+", q), iter(re.findall(r"\w+", out))
+        assert all(any(w == r for r in rest) for w in words), (q, out)
+        amounts_inside += q not in out
+    assert amounts_inside > 10
+
+
+def test_detailed_examples_give_the_teachers_the_plain_text(tok):
+    from moe_engine.train import DEFAULT_TRAIN, augment_example
+
+    tcfg = dict(DEFAULT_TRAIN, details=1.0)
+    e = Example(tok.encode(TEXTS[2]), 1, text=TEXTS[2])
+    detailed = augment_example(e, tok, tcfg, random.Random(0))
+    assert detailed.teacher_ids == tok.encode(TEXTS[2]) and len(detailed.ids) > len(detailed.teacher_ids)
+    kept = augment_example(e, tok, tcfg, random.Random(0), details=False)  # e.g. an out-of-domain example
+    assert kept.teacher_ids is None and kept.ids == e.ids
+
+    b = collate([detailed, kept], tok.pad_token_id, 64, torch.device("cpu"), lm=False)
+    assert b["teacher_ids"][0, : len(e.ids)].tolist() == e.ids and b["teacher_attn"][0].sum() == len(e.ids)
+    assert b["teacher_ids"][1, : len(e.ids)].tolist() == e.ids and b["ids"].shape[1] > b["teacher_ids"].shape[1]
+    assert "teacher_ids" not in collate([kept], tok.pad_token_id, 64, torch.device("cpu"), lm=False)
