@@ -9,26 +9,22 @@ first: for every threshold of the first, some threshold of the last is at least 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-import torch
+from router_eval import checkpoints_args, router_logits, router_meta
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moe_engine import load_model  # noqa: E402
-from moe_engine.data.banking77 import load_splits, ood_texts  # noqa: E402
-from moe_engine.data.router import HUMAN, decide  # noqa: E402
+from moe_engine import load_model
+from moe_engine.data.banking77 import load_splits, ood_texts
+from moe_engine.data.router import HUMAN, decide
 
 THRESHOLDS = [k / 100 for k in range(20, 96)]
 
 
 def curve(path: str, texts: list[str], n_in: int, gold: list[str]) -> list[dict]:
     model = load_model(path)
-    meta = json.loads((Path(path) / "config.json").read_text())["moedesk"]
-    logits = torch.cat([model.classify(texts[i : i + 256]).logits.float() for i in range(0, len(texts), 256)])
+    meta = router_meta(path)
+    logits = router_logits(model, texts)
     rows = []
     for t in THRESHOLDS:
         queues = [d.queue for d in decide(logits, dict(meta, human_threshold=t), model.config.id2label)]
@@ -39,16 +35,12 @@ def curve(path: str, texts: list[str], n_in: int, gold: list[str]) -> list[dict]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--json", default=None)
-    a = p.parse_args()
-    torch.set_num_threads(2)
+    a = checkpoints_args(__doc__.splitlines()[0])
     _, val = load_splits()
     texts = [t for t, _ in val] + ood_texts("validation")
     out = {}
     for path in a.checkpoints:
-        iq = json.loads((Path(path) / "config.json").read_text())["moedesk"]["intent_queue"]
+        iq = router_meta(path)["intent_queue"]
         out[path] = curve(path, texts, len(val), [iq[y] for _, y in val])
         print(path)
         for r in out[path][::5]:

@@ -16,21 +16,15 @@ The sentences come from the agent generator, not from the router's training augm
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 from datetime import date
 from pathlib import Path
 
-import torch
+from router_eval import checkpoints_args, router_decisions, router_meta
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moe_engine import load_model  # noqa: E402
-from moe_engine.data.banking77 import load_splits  # noqa: E402
-from moe_engine.data.router import decide  # noqa: E402
-from support_agents.language import synth  # noqa: E402
+from moe_engine.data.banking77 import load_splits
+from support_agents.language import synth
 
 TODAY = date(2026, 11, 23)
 
@@ -55,20 +49,13 @@ def views() -> dict[str, tuple[list[str], list[str], list[str]]]:
     return {"slot sentences": slot, "amount in the query": amount, "all, as written": (plain, plain, [i for _, i in val])}
 
 
-def decisions(model, meta: dict, texts: list[str]) -> list:
-    logits = torch.cat([model.classify(texts[i : i + 256]).logits.float() for i in range(0, len(texts), 256)])
-    return decide(logits, meta, model.config.id2label)
-
-
 def score(path: str, sets: dict) -> dict:
-    model = load_model(path)
-    meta = json.loads((Path(path) / "config.json").read_text())["moedesk"]
-    iq = meta["intent_queue"]
+    iq = router_meta(path)["intent_queue"]
     out = {}
     for name, (detailed, plain, gold) in sets.items():
         row = {"n": len(gold)}
         for label, texts in (("with_details", detailed), ("as_written", plain)):
-            ds = decisions(model, meta, texts)
+            ds = router_decisions(path, texts)
             row[label] = {"intent": sum(d.intent == g for d, g in zip(ds, gold, strict=True)) / len(gold),
                           "queue": sum(d.queue == iq[g] for d, g in zip(ds, gold, strict=True)) / len(gold)}
         out[name] = row
@@ -76,11 +63,7 @@ def score(path: str, sets: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--json", default=None)
-    a = p.parse_args()
-    torch.set_num_threads(2)
+    a = checkpoints_args(__doc__.splitlines()[0])
     sets = views()
     results = {}
     for path in a.checkpoints:
