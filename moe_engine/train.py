@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data.details import add_details
 from .loader import build_model, save_checkpoint
 from .model import Transformer
 from .tokenizer import Tokenizer
@@ -166,8 +167,6 @@ def augment_example(e: Example, tok: Tokenizer, tcfg: dict[str, Any], rng: rando
     if tcfg["lowercase"] > 0 and rng.random() < tcfg["lowercase"]:
         text = text.lower()
     if details and tcfg["details"] > 0 and rng.random() < tcfg["details"]:
-        from .data.details import add_details
-
         plain, text = text, add_details(text, rng)
         return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text,
                        teacher_ids=tok.encode(plain))
