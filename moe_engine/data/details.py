@@ -17,6 +17,17 @@ PAYMENT_NOUN = re.compile(
     r"\b(a|an|the|my|this|that)\s+(payment|charge|transaction|transfer|withdrawal|top[- ]?up|refund|purchase|deposit)\b",
     re.I,
 )
+
+
+def amount_in_payment_noun(text: str, match: re.Match[str], amount: str, rng: random.Random) -> str:
+    """``text`` with ``amount`` written into the payment noun phrase ``match`` (of ``PAYMENT_NOUN``):
+    "the 19.99 payment" or "the payment of 19.99" (always the latter after "a"/"an")."""
+    det, noun = match.groups()
+    before = det.lower() not in ("a", "an") and rng.random() < 0.5
+    phrase = f"{det} {amount} {noun}" if before else f"{det} {noun} of {amount}"
+    return text[: match.start()] + phrase + text[match.end():]
+
+
 _MERCHANTS = ("Tesco", "Amazon", "Uber", "Netflix", "Zara", "Lidl", "Starbucks", "Apple", "IKEA", "Shell",
               "Ryanair", "Deliveroo", "eBay", "Boots", "Aldi")
 _COUNTRIES = ("Spain", "France", "the US", "Germany", "Italy", "Poland", "Japan", "Portugal", "Mexico")
@@ -62,10 +73,7 @@ def _fill(template: str, rng: random.Random) -> str:
 def add_details(text: str, rng: random.Random) -> str:
     """``text`` with one to three ticket details written in; its intent is unchanged."""
     if (m := PAYMENT_NOUN.search(text)) and rng.random() < 0.5:
-        det, noun = m.groups()
-        amount = _amount(rng)
-        phrase = f"{det} {amount} {noun}" if det.lower() not in ("a", "an") and rng.random() < 0.5 else f"{det} {noun} of {amount}"
-        text = text[: m.start()] + phrase + text[m.end():]
+        text = amount_in_payment_noun(text, m, _amount(rng), rng)
         if rng.random() < 0.5:
             return text
     for template in rng.sample(_SENTENCES, 1 if rng.random() < 0.7 else 2):

@@ -19,7 +19,7 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 
-from moe_engine.data.details import PAYMENT_NOUN
+from moe_engine.data.details import PAYMENT_NOUN, amount_in_payment_noun
 
 from . import prompts
 from .faithfulness import faithfulness_problems, intent_topic
@@ -272,10 +272,8 @@ def _amount_into_query(query: str, family: str, vals: dict[str, str], rng: rando
     spelled, number = _spell_amount(vals["amount"], vals["currency"], rng, bare_amounts)
     used = {"amount": number, "currency": vals["currency"]}
     if m := PAYMENT_NOUN.search(query):
-        det, noun = m.groups()
-        before = det.lower() not in ("a", "an") and rng.random() < 0.5
-        phrase = f"{det} {spelled} {noun}" if before else f"{det} {noun} of {spelled}"
-    elif m := _MONEY_NOUN.search(query):
+        return amount_in_payment_noun(query, m, spelled, rng), used
+    if m := _MONEY_NOUN.search(query):
         det = m.group(1) or m.group(3)
         phrase = f"{det} {spelled}" if det and det.lower() in ("the", "my") else spelled
     elif m := _PAYING_VERB.search(query):
