@@ -37,7 +37,7 @@ def views() -> dict[str, tuple[list[str], list[str], list[str]]]:
     for text, intent in val:
         if intent not in synth.FAMILY_OF or not synth.safe_query(text):
             continue
-        ex = synth.extraction_example(text, intent, rng, TODAY, bare_amounts=0.3, amounts_in_query=0.5)
+        ex = synth.extraction_example(text, intent, rng, TODAY, synth.Variety(bare_amounts=0.3, amounts_in_query=0.5))
         if ex["text"] != text:
             for lst, v in zip(slot, (ex["text"], text, intent), strict=True):
                 lst.append(v)

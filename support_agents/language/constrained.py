@@ -132,6 +132,12 @@ _NOT_NAMES = frozenset((
     "thanks", "thank", "dear", "card", "transfer", "payment", "account", "refund", "money", "atm", "app",
     "bank", "ok", "also", "after", "before", "today", "yesterday", "sorry", "help", "need", "just", "still",
     "since", "then", "now", "one", "some", "any", "all", "hey", "good", "morning", "why's", "where's",
+    # a ticket's capitalised days and months, and the verbs that open one ("Sent 85.50 to …"), are
+    # not the names of people, shops or countries
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "january", "february", "march", "april", "june", "july", "august", "september", "october",
+    "november", "december",
+    "sent", "send", "sending", "paid", "pay", "tried", "transferred", "received", "got", "cancel", "stop",
 ))
 
 

@@ -69,6 +69,7 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
     rep = [e for e in examples if e["task"] == "reply"]
     t0 = time.perf_counter()
     exact = field_ok = field_n = 0
+    by_field: dict[str, list[int]] = {}  # field -> [right, asked, right where the text has a value, such cases]
     failures: list[dict] = []
     dead_ends = 0
     for s in range(0, len(ext), batch_size):
@@ -83,6 +84,13 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
             exact += ok
             field_ok += sum(got[f] == e["expected"][f] for f in e["fields"])
             field_n += len(e["fields"])
+            for f in e["fields"]:
+                counts = by_field.setdefault(f, [0, 0, 0, 0])
+                counts[0] += got[f] == e["expected"][f]
+                counts[1] += 1
+                if e["expected"][f] is not None:
+                    counts[2] += got[f] == e["expected"][f]
+                    counts[3] += 1
             if not ok and len(failures) < 8:
                 failures.append({"text": e["text"], "expected": e["expected"], "got": got, "completion": c})
     t_ext = time.perf_counter() - t0
@@ -119,6 +127,9 @@ def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int =
         "constrained": constrained,
         "extraction_exact_match": exact / max(len(ext), 1),
         "extraction_field_accuracy": field_ok / max(field_n, 1),
+        # a rare field's misses are lost in the overall figures
+        "extraction_by_field": {f: {"accuracy": ok / n, "n": n, "accuracy_with_value": ok_v / max(n_v, 1), "n_with_value": n_v}
+                                for f, (ok, n, ok_v, n_v) in sorted(by_field.items())},
         "n_extraction": len(ext),
         "reply_faithfulness": faithful / max(len(rep), 1),
         "reply_mentions_all_facts": complete_mentions / max(len(rep), 1),

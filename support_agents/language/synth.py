@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -226,9 +227,47 @@ def safe_query(text: str) -> bool:
     )
 
 
-def _slot_values(rng: random.Random, today: date) -> dict[str, str]:
+@dataclass(frozen=True)
+class Variety:
+    """Shares of the generator's optional variations. Each at 0 draws nothing, so a data set built
+    without it comes out byte for byte as before the option existed."""
+
+    bare_amounts: float = 0.0  # amounts with pence written without a currency (``_spell_amount``)
+    amounts_in_query: float = 0.0  # the amount written into the query's own noun phrase
+    open_names: float = 0.0  # recipients with made-up names instead of the FIRST/LAST lists
+    recipients_in_query: float = 0.0  # "to a friend" -> "to my friend Kaleno" in the query itself
+
+
+# Made-up names teach the extractor where a recipient stands in the sentence, not which names
+# exist: with the FIRST/LAST lists only, it took a name it had never seen ("to Tom") for no name.
+_ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+           "br", "ch", "dr", "fr", "gr", "kr", "sh", "st", "th", "tr", "", "")
+_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ea", "ia", "ie", "ou", "y")
+_CODAS = ("", "", "", "n", "r", "l", "s", "m", "k", "t", "nd", "rt", "sh", "x")
+
+
+def _made_up_word(rng: random.Random) -> str:
+    word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 3))) + rng.choice(_CODAS)
+    if len(word) < 3:
+        word += rng.choice(("n", "th", "ra", "lo"))
+    word = word.capitalize()
+    r = rng.random()
+    if r < 0.05:
+        word = rng.choice(("O'", "Mc", "Mac")) + word
+    elif r < 0.1:
+        word += "-" + _made_up_word(rng)
+    return word
+
+
+def made_up_name(rng: random.Random) -> str:
+    """A person's name that is in no list: one to three capitalised made-up words."""
+    n = rng.choices((1, 2, 3), weights=(4, 5, 1))[0]
+    return " ".join(_made_up_word(rng) for _ in range(n))
+
+
+def _slot_values(rng: random.Random, today: date, open_names: float = 0.0) -> dict[str, str]:
     currency = rng.choice(("GBP", "GBP", "EUR", "EUR", "USD", "USD", "CHF", "JPY", "PLN", "SEK", "AUD", "CAD"))
-    return {
+    vals = {
         "amount": _money(rng, big=rng.random() < 0.2),
         "currency": currency,
         "merchant": rng.choice(MERCHANTS),
@@ -239,13 +278,17 @@ def _slot_values(rng: random.Random, today: date) -> dict[str, str]:
         "transfer_reference": rng.choice(("TR", "REF", "PAY", "")) + f"{rng.randint(10000, 99999999)}",
         "recipient": f"{rng.choice(FIRST)} {rng.choice(LAST)}" if rng.random() < 0.7 else rng.choice(FIRST),
     }
+    if open_names > 0 and rng.random() < open_names:
+        vals["recipient"] = made_up_name(rng)
+    return vals
 
 
-def _slot_sentences(family: str, bare_amounts: float, without_amount: bool = False) -> tuple[str, ...]:
+def _slot_sentences(family: str, bare_amounts: float, used: dict[str, str]) -> tuple[str, ...]:
     extra = NOUN_PHRASE_SLOT_SENTENCES.get(family, ()) if bare_amounts > 0 else ()
     sentences = SLOT_SENTENCES[family] + extra
-    # one amount per text: a second one, spelled another way, would make the label ambiguous
-    return tuple(s for s in sentences if "{amount}" not in s) if without_amount else sentences
+    # one amount and one recipient per text: a second one would make the label ambiguous
+    taken = [f"{{{key}}}" for key in ("amount", "recipient") if key in used]
+    return tuple(s for s in sentences if not any(t in s for t in taken))
 
 
 # where a real query already names the money ("the payment", "my money", "I was charged twice"), the
@@ -283,12 +326,55 @@ def _amount_into_query(query: str, family: str, vals: dict[str, str], rng: rando
     return query[: m.start()] + phrase + query[m.end():], used
 
 
-def _with_amount_in_query(query: str, family: str, vals: dict[str, str], rng: random.Random,
-                          bare_amounts: float, share: float) -> tuple[str, dict[str, str]]:
-    # nothing is drawn when the option is off, so data sets built without it come out unchanged
-    if share > 0 and rng.random() < share:
-        return _amount_into_query(query, family, vals, rng, bare_amounts) or (query, {})
-    return query, {}
+# a query that names the person paid ("to a friend", "my mum", "the recipient", "someone") can
+# carry the name itself
+_PERSON = re.compile(
+    r"\b(?:(a|my|the|his|her)\s+(friend|brother|sister|mum|mom|mother|dad|father|son|daughter|landlord|"
+    r"colleague|wife|husband|partner|cousin|uncle|aunt|boss|roommate|flatmate|girlfriend|boyfriend)"
+    r"|the\s+(recipient|payee|beneficiary|receiver|other person)|(someone|somebody|a person))\b",
+    re.I,
+)
+# and one that speaks of the transfer or of sending money can say whom to: "my transfer to Kaleno",
+# "I sent money to Kaleno" (not where a "to"/"from"/"into" phrase follows already)
+_TRANSFER_PHRASE = re.compile(
+    r"\b(?:(?:my|the|a|this|that)\s+(?:(?:bank|international|recent|last|latest|online)\s+)?(?:transfer|payment)"
+    r"|(?:sent|send|sending|transferred|transferring|paid)\s+(?:(?:some|the|my)\s+)?(?:money|funds|cash))\b"
+    r"(?!\s+(?:to|from|into|for|of|in)\b)",
+    re.I,
+)
+
+
+def _recipient_into_query(query: str, family: str, vals: dict[str, str], rng: random.Random
+                          ) -> tuple[str, dict[str, str]] | None:
+    """The query with the recipient's name written where it names the person or the transfer, or None."""
+    if "recipient" not in FAMILY_FIELDS[family]:
+        return None
+    name = vals["recipient"]
+    if m := _PERSON.search(query):
+        if m.group(2):  # "a friend" -> "my friend Kaleno" / "Kaleno"; "my mum" -> "my mum Kaleno"
+            det = "my" if m.group(1).lower() == "a" else m.group(1)
+            phrase = f"{det} {m.group(2)} {name}" if rng.random() < 0.7 else name
+        else:  # "the recipient", "someone" -> the name
+            phrase = name
+    elif m := _TRANSFER_PHRASE.search(query):
+        phrase = f"{m.group(0)} to {name}"
+    else:
+        return None
+    return query[: m.start()] + phrase + query[m.end():], {"recipient": name}
+
+
+def _with_query_details(query: str, family: str, vals: dict[str, str], rng: random.Random,
+                        v: Variety) -> tuple[str, dict[str, str]]:
+    # nothing is drawn for an option that is off, so data sets built without it come out unchanged
+    used: dict[str, str] = {}
+    # the name first, so that an amount can still go into "my transfer to Kaleno" ("my 19.99 transfer")
+    if (v.recipients_in_query > 0 and rng.random() < v.recipients_in_query
+            and (got := _recipient_into_query(query, family, vals, rng))):
+        query, used = got
+    if v.amounts_in_query > 0 and rng.random() < v.amounts_in_query:
+        query, more = _amount_into_query(query, family, vals, rng, v.bare_amounts) or (query, {})
+        used = {**used, **more}
+    return query, used
 
 
 def _fill(sentence: str, vals: dict[str, str], rng: random.Random, bare_amounts: float = 0.0) -> tuple[str, dict[str, str]]:
@@ -310,19 +396,18 @@ def _fill(sentence: str, vals: dict[str, str], rng: random.Random, bare_amounts:
     return _SLOT.sub(sub, sentence), used
 
 
-def extraction_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0,
-                       amounts_in_query: float = 0.0) -> dict:
+def extraction_example(query: str, intent: str, rng: random.Random, today: date, v: Variety = Variety()) -> dict:
     fam = FAMILY_OF[intent]
-    vals = _slot_values(rng, today)
-    query, used = _with_amount_in_query(query, fam, vals, rng, bare_amounts, amounts_in_query)
+    vals = _slot_values(rng, today, v.open_names)
+    query, used = _with_query_details(query, fam, vals, rng, v)
     r = rng.random()
     text = query
-    sentences = _slot_sentences(fam, bare_amounts, without_amount="amount" in used)
+    sentences = _slot_sentences(fam, v.bare_amounts, used)
     if r < 0.8 and sentences:
         n = 1 if rng.random() < 0.6 else 2
         parts = []
         for s in rng.sample(sentences, min(n, len(sentences))):
-            t, u = _fill(s, vals, rng, bare_amounts)
+            t, u = _fill(s, vals, rng, v.bare_amounts)
             parts.append(t)
             used.update(u)
         extra = " ".join(parts)
@@ -452,15 +537,14 @@ def reply_text(customer_name: str, intent: str, facts: dict[str, str], rng: rand
     return " ".join(parts)
 
 
-def reply_example(query: str, intent: str, rng: random.Random, today: date, bare_amounts: float = 0.0,
-                  amounts_in_query: float = 0.0) -> dict:
+def reply_example(query: str, intent: str, rng: random.Random, today: date, v: Variety = Variety()) -> dict:
     fam = FAMILY_OF[intent]
-    vals = _slot_values(rng, today)
-    query, used = _with_amount_in_query(query, fam, vals, rng, bare_amounts, amounts_in_query)
+    vals = _slot_values(rng, today, v.open_names)
+    query, used = _with_query_details(query, fam, vals, rng, v)
     text = query
-    sentences = _slot_sentences(fam, bare_amounts, without_amount="amount" in used)
+    sentences = _slot_sentences(fam, v.bare_amounts, used)
     if rng.random() < 0.7 and sentences:
-        t, more = _fill(rng.choice(sentences), vals, rng, bare_amounts)
+        t, more = _fill(rng.choice(sentences), vals, rng, v.bare_amounts)
         used = {**used, **more}
         text = f"{query} {t}"
     name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
@@ -484,13 +568,10 @@ def reply_example(query: str, intent: str, rng: random.Random, today: date, bare
     }
 
 
-def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: date,
-          bare_amounts: float = 0.0, amounts_in_query: float = 0.0) -> list[dict]:
-    """Examples over (query, intent) rows: extraction and reply examples, about ``per_query`` each.
-
-    ``bare_amounts``: see ``_spell_amount``; ``amounts_in_query``: the share of examples whose query
-    gets the amount written into its own noun phrase, where it has one (``_amount_into_query``).
-    """
+def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: date, **variety: float) -> list[dict]:
+    """Examples over (query, intent) rows: extraction and reply examples, about ``per_query`` each;
+    ``variety``: the shares of ``Variety``'s optional variations."""
+    v = Variety(**variety)
     rng = random.Random(seed)
     out: list[dict] = []
     for text, intent in rows:
@@ -498,8 +579,8 @@ def build(rows: list[tuple[str, str]], *, seed: int, per_query: float, today: da
             continue
         n = int(per_query) + (rng.random() < per_query - int(per_query))
         for _ in range(n):
-            out.append(extraction_example(text, intent, rng, today, bare_amounts, amounts_in_query))
-            out.append(reply_example(text, intent, rng, today, bare_amounts, amounts_in_query))
+            out.append(extraction_example(text, intent, rng, today, v))
+            out.append(reply_example(text, intent, rng, today, v))
     rng.shuffle(out)
     return out
 
@@ -522,12 +603,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--amounts-in-query", type=float, default=0.0,
                     help="share of examples whose query gets the amount in its own noun phrase, "
                          "'the 19.99 payment' (0: off)")
+    ap.add_argument("--open-names", type=float, default=0.0,
+                    help="share of recipients given a made-up name instead of one from the name lists (0: off)")
+    ap.add_argument("--recipients-in-query", type=float, default=0.0,
+                    help="share of examples whose query gets the recipient's name where it names the person, "
+                         "'to my friend Kaleno' (0: off)")
+    ap.add_argument("--family", choices=sorted(FAMILY_FIELDS), default=None,
+                    help="only the queries of this intent family (extra examples for a field that is rare)")
     ap.add_argument("--today", default="2026-11-23", help="reference day for dates without a year")
     a = ap.parse_args(argv)
     today = date.fromisoformat(a.today)
     train, val = load_splits()
+    if a.family:
+        train, val = ([r for r in rows if FAMILY_OF.get(r[1]) == a.family] for rows in (train, val))
     a.out.mkdir(parents=True, exist_ok=True)
-    opts = {"bare_amounts": a.bare_amounts, "amounts_in_query": a.amounts_in_query}
+    opts = {"bare_amounts": a.bare_amounts, "amounts_in_query": a.amounts_in_query,
+            "open_names": a.open_names, "recipients_in_query": a.recipients_in_query}
     tr = build(train, seed=a.seed, per_query=a.per_query, today=today, **opts)
     va = build(val, seed=a.seed + 1000, per_query=0.5, today=today, **opts)
     _write(a.out / "train.jsonl", tr)

@@ -82,3 +82,24 @@ def test_evaluate_reports_replies_kept_before_and_after_redrafts(model):
     res = evaluate(model, examples, today=date(2026, 3, 10), redrafts=2)
     assert 0 <= res["reply_kept_by_pipeline"] <= res["reply_kept_after_2_redrafts"] <= 1
     assert "reply_kept_after_2_redrafts" not in evaluate(model, examples, today=date(2026, 3, 10))
+
+
+def test_evaluate_reports_each_fields_accuracy_and_where_the_text_has_a_value(model):
+    from datetime import date
+
+    from support_agents.language.evaluate import evaluate
+    from support_agents.language.prompts import extract_prompt
+
+    def example(text: str, expected: dict) -> dict:
+        fields = list(expected)
+        return {"task": "extract", "intent": "failed_transfer", "text": text, "fields": fields,
+                "prompt": extract_prompt("failed_transfer", text, fields), "expected": expected}
+
+    examples = [example("I sent 12.00 to Kaleno Bar and it failed.", {"amount": "12.00", "recipient": "Kaleno Bar"}),
+                example("My transfer failed.", {"amount": None, "recipient": None}),
+                example("Sending 5.00 failed.", {"amount": "5.00"})]
+    res = evaluate(model, examples, today=date(2026, 3, 10))
+    by_field = res["extraction_by_field"]
+    assert {f: (r["n"], r["n_with_value"]) for f, r in by_field.items()} == {"amount": (3, 2), "recipient": (2, 1)}
+    right = sum(r["accuracy"] * r["n"] for r in by_field.values())
+    assert abs(right / 5 - res["extraction_field_accuracy"]) < 1e-9

@@ -252,6 +252,65 @@ def test_amounts_in_query_go_into_the_customers_own_sentence_once():
     assert _amounts_after_a_noun(build()) == 0
 
 
+def test_made_up_names_are_capitalised_names_outside_the_lists_and_seeded():
+    names = [synth.made_up_name(random.Random(seed)) for seed in range(300)]
+    assert names == [synth.made_up_name(random.Random(seed)) for seed in range(300)]
+    assert len(set(names)) > 280
+    for name in names:
+        assert all(w[0].isupper() and re.fullmatch(r"[A-Za-z'-]+", w) for w in name.split()), name
+    assert sum(n.split()[0] in synth.FIRST for n in names) < 10
+
+
+def _transfer_build(**variety: float) -> list[dict]:
+    rows = [(q, i) for q, i in load_splits()[0] if synth.FAMILY_OF.get(i) == "transfer"]
+    return synth.build(rows, seed=6, per_query=1.0, today=date(2026, 11, 23), bare_amounts=0.3, **variety)
+
+
+def _listed(name: str) -> bool:
+    return all(w in synth.FIRST or w in synth.LAST for w in name.split())
+
+
+def test_open_names_give_recipients_no_list_holds_and_label_them():
+    recipients = [e["expected"]["recipient"] for e in _transfer_build(open_names=1.0)
+                  if e["task"] == "extract" and e["expected"].get("recipient")]
+    assert len(recipients) > 100 and not any(_listed(r) for r in recipients)
+    assert all(_listed(e["expected"]["recipient"]) for e in _transfer_build()
+               if e["task"] == "extract" and e["expected"].get("recipient"))
+
+
+def test_recipients_in_query_name_the_person_the_query_mentions_once():
+    examples = _transfer_build(open_names=1.0, recipients_in_query=1.0)
+    in_query = [e for e in examples if e["task"] == "extract" and (r := e["expected"].get("recipient"))
+                and re.search(rf"\b(?:friend|mother|mum|sister|brother) {re.escape(r)}\b", e["text"])]
+    assert len(in_query) >= 5
+    for e in examples:
+        if e["task"] == "extract" and (r := e["expected"].get("recipient")):
+            others = {w for w in re.findall(r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)*\b", e["text"]) if w in synth.FIRST}
+            assert not others, e["text"]  # one recipient per text: no listed name beside the made-up one
+        elif e["task"] == "reply":
+            text = e["completion"].removesuffix(END)
+            assert faithfulness_problems(text, e["facts"], customer_name=e["customer_name"], intent=e["intent"]) == []
+
+
+@pytest.mark.parametrize("query,written", [
+    ("I sent money to a friend and it never arrived", ("to my friend Kaleno and", "to Kaleno and")),
+    ("My mum has not received the transfer", ("My mum Kaleno has", "Kaleno has")),
+    ("The recipient says nothing came", ("Kaleno says",)),
+    ("Why was my transfer declined?", ("my transfer to Kaleno declined",)),
+    ("I sent some money yesterday, where is it?", ("sent some money to Kaleno yesterday",)),
+    ("I sent money to my other account but it is not there", None),
+    ("Why was my card declined?", None),
+])
+def test_a_recipient_goes_where_the_query_names_the_person_or_the_transfer(query, written):
+    for seed in range(8):
+        out = synth._recipient_into_query(query, "transfer", {"recipient": "Kaleno"}, random.Random(seed))
+        if written is None:
+            assert out is None
+        else:
+            assert out[1] == {"recipient": "Kaleno"} and any(w in out[0] for w in written), out[0]
+    assert synth._recipient_into_query(query, "card_payment", {"recipient": "Kaleno"}, random.Random(0)) is None
+
+
 @pytest.mark.parametrize("query,written", [
     ("Why is there a payment I don't recognise?", ("a payment of 19.99 I",)),
     ("The transfer has not arrived.", ("The 19.99 transfer has", "The transfer of 19.99 has")),
