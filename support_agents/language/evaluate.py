@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,21 @@ def _replies(model: Any, chunk: list[dict], *, constrained: bool, temperature: f
 def _kept(reply: Any, facts: dict) -> bool:
     """What the pipeline keeps rather than replace by the fact template (procedures without `must_state`)."""
     return reply.faithful and not missing_facts(reply.text, facts)
+
+
+def field_misses(model: Any, field: str, cases: Sequence[tuple[str, str, str | None]], *,
+                 today: date | None = None) -> list[tuple[str, str | None]]:
+    """(text, value read) for each (intent, text, expected value) case where the model misses ``field``,
+    asked together with the fields the intent's procedure asks for, as the pipeline asks."""
+    from .synth import FAMILY_FIELDS, FAMILY_OF, PROCEDURES
+
+    missed = []
+    for intent, text, want in cases:
+        fields = list(PROCEDURES.get(intent, {}).get("extract", [])) or list(FAMILY_FIELDS[FAMILY_OF[intent]])
+        got = extract_arguments(model, intent=intent, text=text, fields=sorted({field, *fields}), today=today)[field]
+        if got != want:
+            missed.append((text, got))
+    return missed
 
 
 def evaluate(model: Any, examples: list[dict], *, today: date, batch_size: int = 32, constrained: bool = True,

@@ -8,6 +8,7 @@ import torch
 from moe_engine import load_model
 from moe_engine.data.router import decide
 from support_agents.language import extract_arguments, faithfulness_problems, write_reply
+from support_agents.language.evaluate import field_misses
 
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -135,86 +136,20 @@ BARE_AMOUNTS = [
 ]
 
 
-def _misses(agent, field: str, cases: list[tuple[str, str, str]]) -> list[tuple[str, str | None]]:
-    """(text, value read) where the agent misses ``field``, asked with the fields its intent's procedure asks for."""
-    from support_agents.language.synth import FAMILY_FIELDS, FAMILY_OF, PROCEDURES
-
-    missed = []
-    for intent, text, want in cases:
-        fields = list(PROCEDURES.get(intent, {}).get("extract", [])) or list(FAMILY_FIELDS[FAMILY_OF[intent]])
-        got = extract_arguments(agent, intent=intent, text=text, fields=sorted({field, *fields}))[field]
-        if got != want:
-            missed.append((text, got))
-    return missed
-
-
 def test_agent_finds_amounts_customers_write_without_a_currency(agent):
-    missed = _misses(agent, "amount", BARE_AMOUNTS)
+    missed = field_misses(agent, "amount", BARE_AMOUNTS)
     assert not missed, missed
 
 
-# Recipients named in customers' own sentences (docs/benchmarks.md § Stage 9). D was written before
-# stage 9's data, E after the data and before any output; the misses of both led to the candidate
-# rule for days, months and opening verbs; F was written after stage 9 had trained and before that
-# rule, and changed nothing. Stage 8 read 4 of these 48, stage 9 reads 22: the test holds that
+# Recipients named in customers' own sentences (data/wordings/recipients.json, sets D, E, F;
+# docs/benchmarks.md § Stage 9). Stage 8 read 4 of these 48, stage 9 reads 22: the test holds that
 # floor and lists the misses, so a later model that reads fewer fails.
-RECIPIENTS = [
-    # set D
-    ('failed_transfer', 'Tried sending 65.00 to Tom and it failed.', 'Tom'),
-    ('transfer_not_received_by_recipient', 'I sent 120 GBP to Jack Reynolds on Monday and he still has nothing.', 'Jack Reynolds'),
-    ('pending_transfer', 'My transfer to Siobhan has been pending since yesterday.', 'Siobhan'),
-    ('cancel_transfer', 'Please cancel the payment I just made to Marek Zielinski, wrong account.', 'Marek Zielinski'),
-    ('failed_transfer', 'Why did my 40 EUR transfer to Lena fail?', 'Lena'),
-    ('transfer_not_received_by_recipient', 'Kwame Asante says my 300.00 never reached him.', 'Kwame Asante'),
-    ('pending_transfer', 'Money to Bruno is stuck as pending.', 'Bruno'),
-    ('transfer_not_received_by_recipient', "Sent 85.50 to Harriet Cole last week, she hasn't received it.", 'Harriet Cole'),
-    ('failed_transfer', 'The transfer to Dave bounced back.', 'Dave'),
-    ('cancel_transfer', 'Can I stop the transfer to Igor? I typed the wrong amount.', 'Igor'),
-    ('pending_transfer', '1,000 USD to Aisha Rahman still says pending.', 'Aisha Rahman'),
-    ('transfer_not_received_by_recipient', "My sister Freya didn't get the 50 pounds I sent her.", 'Freya'),
-    ('failed_transfer', "Payment to Connor O'Neill failed twice today.", "Connor O'Neill"),
-    ('transfer_not_received_by_recipient', 'Gustavo has not received the 220.00 EUR from me.', 'Gustavo'),
-    ('pending_transfer', 'Transfer of 75.00 to Mei Ling pending for 3 days.', 'Mei Ling'),
-    ('cancel_transfer', 'I want to cancel my transfer to Pierre Lambert.', 'Pierre Lambert'),
-    # set E
-    ('transfer_not_received_by_recipient', 'Hi, my brother Rahul says the 150.00 I sent on Friday is not in his account.', 'Rahul'),
-    ('pending_transfer', 'Why is the transfer to Beatriz Santos still pending?', 'Beatriz Santos'),
-    ('failed_transfer', 'I tried to pay Kevin back 20 quid and it failed.', 'Kevin'),
-    ('cancel_transfer', "Stop my transfer to Hamza please, it's the wrong person.", 'Hamza'),
-    ('transfer_not_received_by_recipient', "Ngozi Eze hasn't received my payment from Tuesday.", 'Ngozi Eze'),
-    ('failed_transfer', 'Transfer of 500 EUR to Lars Johansson failed with an error.', 'Lars Johansson'),
-    ('pending_transfer', 'Sent rent to Mrs Patterson three days ago, still pending.', 'Mrs Patterson'),
-    ('transfer_not_received_by_recipient', 'My landlord Giorgos did not get the 900.00 rent.', 'Giorgos'),
-    ('cancel_transfer', 'Can you cancel the 60 GBP I just sent to Chioma?', 'Chioma'),
-    ('failed_transfer', "Why can't I send money to Eleanor Whitfield?", 'Eleanor Whitfield'),
-    ('pending_transfer', 'The 35.00 to Sanjay has been pending since this morning.', 'Sanjay'),
-    ('transfer_not_received_by_recipient', 'I paid Diego 80 dollars yesterday and he has nothing.', 'Diego'),
-    ('failed_transfer', 'My payment to Anneliese failed, but the money left my account.', 'Anneliese'),
-    ('transfer_not_received_by_recipient', 'Fatima Zahra is still waiting for the 1,200.00 I transferred.', 'Fatima Zahra'),
-    ('pending_transfer', 'How long will my transfer to Bjorn take? It says pending.', 'Bjorn'),
-    ('cancel_transfer', 'Please cancel the transfer to Ruairi, I paid him in cash.', 'Ruairi'),
-    # set F
-    ('failed_transfer', 'Paid Olivia 45.00 on Sunday and the app says failed.', 'Olivia'),
-    ('transfer_not_received_by_recipient', "Ahmed Karimi still hasn't got my transfer from Wednesday.", 'Ahmed Karimi'),
-    ('pending_transfer', 'Transferred 300 to Yuki on Thursday, why is it pending?', 'Yuki'),
-    ('cancel_transfer', 'Cancel the payment to Sven Larsen please.', 'Sven Larsen'),
-    ('transfer_not_received_by_recipient', 'My friend Tobias never received the money I sent him.', 'Tobias'),
-    ('failed_transfer', "Sending 15 pounds to Maeve didn't work.", 'Maeve'),
-    ('pending_transfer', 'The payment to Rafael Mendes has been pending since Saturday.', 'Rafael Mendes'),
-    ('transfer_not_received_by_recipient', 'Where is the money I sent to Zainab on Monday?', 'Zainab'),
-    ('cancel_transfer', 'I sent 70.00 to the wrong Liam, can you cancel it?', 'Liam'),
-    ('failed_transfer', 'Every time I try to pay Natasha Petrova it fails.', 'Natasha Petrova'),
-    ('pending_transfer', 'Still pending: my 95 EUR transfer to Luis.', 'Luis'),
-    ('transfer_not_received_by_recipient', "Hello, Moana says she didn't receive the 40.00 I transferred.", 'Moana'),
-    ('failed_transfer', 'Tried to send my rent to Mr Okoro, transfer failed on Friday.', 'Mr Okoro'),
-    ('cancel_transfer', 'Please stop the transfer I made to Agnieszka this morning.', 'Agnieszka'),
-    ('pending_transfer', "Sent money to Callum Reid two days ago and it's still pending.", 'Callum Reid'),
-    ('transfer_not_received_by_recipient', "Nadia hasn't received the 250 GBP transfer.", 'Nadia'),
-]
+RECIPIENTS = [tuple(case) for name in "DEF" for case in json.loads(
+    (ROOT.parent / "data" / "wordings" / "recipients.json").read_text())[name]]
 
 
 def test_agent_finds_recipients_customers_name_in_their_own_words(agent):
-    missed = _misses(agent, "recipient", RECIPIENTS)
+    missed = field_misses(agent, "recipient", RECIPIENTS)
     assert len(RECIPIENTS) - len(missed) >= 22, missed
 
 
