@@ -238,8 +238,9 @@ class Variety:
     recipients_in_query: float = 0.0  # "to a friend" -> "to my friend Kaleno" in the query itself
 
 
-# Made-up names teach the extractor where a recipient stands in the sentence, not which names
-# exist: with the FIRST/LAST lists only, it took a name it had never seen ("to Tom") for no name.
+# Made-up names keep the extractor from leaning on which names exist (FIRST/LAST are a lexicon it
+# could learn by heart). Measured, they were not what it lacked: it reads unseen names inside the
+# template sentences and missed them in customers' own words (docs/benchmarks.md, Stage 9).
 _ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
            "br", "ch", "dr", "fr", "gr", "kr", "sh", "st", "th", "tr", "", "")
 _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ea", "ia", "ie", "ou", "y")
@@ -606,8 +607,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--open-names", type=float, default=0.0,
                     help="share of recipients given a made-up name instead of one from the name lists (0: off)")
     ap.add_argument("--recipients-in-query", type=float, default=0.0,
-                    help="share of examples whose query gets the recipient's name where it names the person, "
-                         "'to my friend Kaleno' (0: off)")
+                    help="share of examples whose query gets the recipient's name where it names the person "
+                         "or the transfer, 'my friend Kaleno', 'my transfer to Kaleno' (0: off)")
     ap.add_argument("--family", choices=sorted(FAMILY_FIELDS), default=None,
                     help="only the queries of this intent family (extra examples for a field that is rare)")
     ap.add_argument("--today", default="2026-11-23", help="reference day for dates without a year")
