@@ -10,11 +10,13 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterable
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from support_agents.events import publish_event
@@ -531,6 +533,30 @@ def _fail(run: AgentRun, reason: str) -> None:
         AgentRun.objects.filter(pk=run.pk).update(status=AgentRun.Status.FAILED, error=reason, finished_at=timezone.now())
         record_step(run, kind=RunStep.Kind.NOTE, name="failed", status=RunStep.Status.ERROR, error=reason)
         ticket_move(run.ticket, TicketStatus.FAILED, actor=agent_actor(run), reason=reason[:500])
+
+
+def recover_orphaned_runs(queues: Iterable[str]) -> list[int]:
+    """Runs on these queues left ``running`` by a delivery that ended without recording its end.
+
+    A worker stopped mid-run (killed, or its failure handler itself interrupted by a second
+    time-limit signal during a shutdown) leaves the run ``running`` and its ticket ``in_progress``,
+    and the broker may never deliver that message again (a failed task is acknowledged). A run whose
+    advisory lock nobody holds is not being executed by anyone, so it counts as a failed delivery:
+    it is retried visibly or, past the delivery cap, failed. Returns the ids the caller re-enqueues.
+    """
+    queues = list(queues)
+    candidates = AgentRun.objects.filter(status=AgentRun.Status.RUNNING).filter(
+        Q(agent__queue__in=queues) | Q(agent__queue="", agent__slug__in=queues)).values_list("pk", flat=True)
+    requeue = []
+    for run_id in list(candidates):
+        with run_lock(run_id) as got:
+            if not got:
+                continue  # a worker is executing it now
+            if not AgentRun.objects.filter(pk=run_id, status=AgentRun.Status.RUNNING).exists():
+                continue
+            if run_attempt_failed(run_id, "the worker stopped during this run", final=False):
+                requeue.append(run_id)
+    return requeue
 
 
 def run_attempt_failed(run_id: int, error: str, *, final: bool) -> bool:

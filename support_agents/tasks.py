@@ -7,7 +7,7 @@ import threading
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 log = logging.getLogger("moedesk.tasks")
 
@@ -47,9 +47,33 @@ def run_agent(run_id: int) -> str:
         log.exception("agent run failed", extra={"run_id": run_id})
         again = run_attempt_failed(run_id, f"{type(e).__name__}: {e}", final=False)
     if again:
-        run = AgentRun.objects.select_related("agent").get(pk=run_id)
-        run_agent.apply_async((run_id,), queue=run.agent.queue or run.agent.slug, countdown=1)
+        enqueue_run_again(run_id)
     return "retrying" if again else "failed"
+
+
+def enqueue_run_again(run_id: int) -> None:
+    from support_agents.models import AgentRun
+
+    run = AgentRun.objects.select_related("agent").get(pk=run_id)
+    run_agent.apply_async((run_id,), queue=run.agent.queue or run.agent.slug, countdown=1)
+
+
+@worker_ready.connect
+def resume_orphaned_runs(sender: object, **_: object) -> None:
+    """At worker start, pick up the runs on this worker's queues that a stopped worker left running."""
+    from django.db import connections
+
+    from support_agents.runner import recover_orphaned_runs
+
+    try:
+        queues = list(sender.app.amqp.queues.consume_from)  # type: ignore[attr-defined]
+        for run_id in recover_orphaned_runs(queues):
+            log.warning("resuming a run its worker left running", extra={"run_id": run_id})
+            enqueue_run_again(run_id)
+    except Exception:  # the worker must start even when the database is briefly unreachable
+        log.exception("could not check for orphaned runs")
+    finally:
+        connections.close_all()  # the pool's next forked child must not share this process's connection
 
 
 @worker_process_init.connect

@@ -18,7 +18,7 @@ from support_agents.models import (
     ToolInvocation,
 )
 from support_agents.procedures import check, load_definitions, render_facts, resolve, validate_definition
-from support_agents.runner import execute_run, run_create
+from support_agents.runner import execute_run, recover_orphaned_runs, run_create
 from support_agents.tools import REGISTRY, invoke_tool
 from tests.pipeline.test_runs_inprocess import start
 
@@ -204,6 +204,32 @@ def test_delivery_cap_fails_a_run_that_keeps_crashing(model_env, pipeline, bank_
     assert execute_run(run.pk) == "failed"
     ticket.refresh_from_db()
     assert ticket.status == TicketStatus.FAILED and "deliveries" in ticket.status_reason
+
+
+def test_run_left_running_by_a_stopped_worker_is_resumed_visibly(model_env, pipeline, bank_customer):
+    """What a worker does at start (tasks.resume_orphaned_runs): a run left `running` with nobody
+    executing it is a failed delivery (retried visibly), and one a live worker holds is left alone."""
+    from django.db import connection
+
+    from support_agents.runner import ticket_move
+
+    ticket, run = start(bank_customer, pipeline["billing"], "request_refund", "refund please")
+    ticket_move(ticket, TicketStatus.IN_PROGRESS, actor="test", reason="run started")
+    AgentRun.objects.filter(pk=run.pk).update(status="running", attempts=1)
+    queue = pipeline["billing"].queue or "billing"
+    executing = connection.get_new_connection(connection.get_connection_params())  # a live worker's session
+    try:
+        executing.execute("SELECT pg_advisory_lock(7301, %s)", [run.pk])
+        assert recover_orphaned_runs([queue]) == []
+    finally:
+        executing.close()
+    assert recover_orphaned_runs(["sales"]) == []  # not this worker's queue
+    assert recover_orphaned_runs([queue]) == [run.pk]
+    run.refresh_from_db()
+    ticket.refresh_from_db()
+    assert run.status == "queued" and "worker stopped" in run.error
+    assert ticket.status == TicketStatus.RETRYING and "worker stopped" in ticket.status_reason
+    assert recover_orphaned_runs([queue]) == []  # once: it is queued now, not running
 
 
 def test_classify_command(model_env, tmp_path):
