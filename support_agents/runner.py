@@ -538,9 +538,10 @@ def _fail(run: AgentRun, reason: str) -> None:
 def recover_orphaned_runs(queues: Iterable[str]) -> list[int]:
     """Runs on these queues left ``running`` by a delivery that ended without recording its end.
 
-    A worker stopped mid-run (killed, or its failure handler itself interrupted by a second
-    time-limit signal during a shutdown) leaves the run ``running`` and its ticket ``in_progress``,
-    and the broker may never deliver that message again (a failed task is acknowledged). A run whose
+    A worker stopped mid-run (killed, or a task that ended during a warm shutdown without its
+    failure handler recording anything, as seen once) leaves the run ``running`` and its ticket
+    ``in_progress``, and the broker may never deliver that message again (a failed task is
+    acknowledged). A run whose
     advisory lock nobody holds is not being executed by anyone, so it counts as a failed delivery:
     it is retried visibly or, past the delivery cap, failed. Returns the ids the caller re-enqueues.
     """
