@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -78,12 +77,14 @@ def resume_orphaned_runs(sender: object, **_: object) -> None:
 
 @worker_process_init.connect
 def preload_models(**_: object) -> None:
-    """Load and warm the default router and agent model in each worker process before its first task,
-    so the first ticket does not pay for loading, the first (slow) forward pass and the compilation
-    of the decode step. In a thread: compiling takes ~15 s per graph on 2 cores, and a prefork
-    parent gives a new child 4 s to report ready; a task that arrives meanwhile waits for the model."""
+    """Load and warm the default router and agent model in each worker process before it takes a task,
+    so no ticket pays for loading, the first (slow) forward pass or the compilation of the decode step
+    (~15 s per graph on 2 idle cores, minutes when several workers compile at once on busy ones).
+    A prefork child gets its first task only after this returns, so the wait is spent with the message
+    in the queue, not inside a task's time limit; the parent waits for it up to
+    ``worker_proc_alive_timeout`` (raised in ``webapp.celery`` from Celery's 4 s default)."""
     if os.environ.get("MOEDESK_PRELOAD", "1") == "1":
-        threading.Thread(target=warm_models, name="model-preload", daemon=True).start()
+        warm_models()
 
 
 def warm_models() -> None:

@@ -25,6 +25,9 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    # A pool process warms its models before it reports ready (support_agents.tasks.preload_models):
+    # give it that long instead of Celery's 4 s, after which the parent would kill it.
+    worker_proc_alive_timeout=float(os.environ.get("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "900")),
     task_serializer="json",
     accept_content=["json"],
     result_serializer="json",
