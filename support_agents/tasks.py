@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -75,6 +76,21 @@ def resume_orphaned_runs(sender: object, **_: object) -> None:
         connections.close_all()  # the pool's next forked child must not share this process's connection
 
 
+@worker_ready.connect
+def preload_models_in_thread_pool(sender: object, **_: object) -> None:
+    """The same warm-up for a worker whose pool runs tasks in its own process (``--pool threads``,
+    gevent, eventlet), which has no ``worker_process_init``. Celery sends ``worker_ready`` after the
+    consumer is set up and before its loop reads the first message, so here too the tickets wait in
+    the queue, not inside a task's time limit. A prefork parent never loads models (its children do),
+    and a solo pool has already warmed through ``worker_process_init``."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if isinstance(getattr(sender, "pool", None), PreforkPool) or _warmed_in == os.getpid():
+        return
+    if os.environ.get("MOEDESK_PRELOAD", "1") == "1":
+        warm_models()
+
+
 @worker_process_init.connect
 def preload_models(**_: object) -> None:
     """Load and warm the default router and agent model in each worker process before it takes a task,
@@ -87,7 +103,13 @@ def preload_models(**_: object) -> None:
         warm_models()
 
 
+_warmed_in: int | None = None  # the pid that ran warm_models (a forked child starts over)
+
+
 def warm_models() -> None:
+    global _warmed_in
+    _warmed_in = os.getpid()
+    started = time.monotonic()
     try:
         from support_agents.inference import agent_path, get_generator, get_model, router_path
 
@@ -99,5 +121,6 @@ def warm_models() -> None:
             ids = agent.tokenizer.encode("warm up")
             agent.generate([ids], max_new_tokens=3)  # the batch-1 decode graph
             agent.generate([ids, ids], max_new_tokens=3)  # and the one for larger batches
+        log.info("models warm", extra={"seconds": round(time.monotonic() - started, 2)})
     except Exception:  # a broken checkpoint must not stop the worker; the first task reports it
         log.exception("model preload failed")

@@ -105,15 +105,16 @@ def wait_for(pred, timeout: float = 60.0, interval: float = 0.2, what: str = "co
 class Worker:
     """`celery -A webapp worker` in a subprocess, on the test database and Redis."""
 
-    def __init__(self, env: dict, log: Path, queues: str = "triage,billing,technical,sales", concurrency: int = 1):
-        self.env, self.log, self.queues, self.concurrency = env, log, queues, concurrency
+    def __init__(self, env: dict, log: Path, queues: str = "triage,billing,technical,sales", concurrency: int = 1,
+                 pool: str = "prefork"):
+        self.env, self.log, self.queues, self.concurrency, self.pool = env, log, queues, concurrency, pool
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> Worker:
         self.logf = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", self.queues, "-c", str(self.concurrency),
-             "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
+             "-P", self.pool, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
              "-n", f"pipeline-test-{os.getpid()}-{time.monotonic_ns()}@%h"],
             cwd=ROOT, env=self.env, stdout=self.logf, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: b"ready." in self.log.read_bytes() or self.proc.poll() is not None, timeout,

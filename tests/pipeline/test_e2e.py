@@ -178,6 +178,30 @@ def test_sigkill_mid_run_gives_one_completed_run_and_one_refund(pipeline, bank_c
     assert Message.objects.filter(ticket=ticket, author_kind="agent").count() == 1
 
 
+def test_thread_pool_worker_warms_its_models_before_it_reads_a_task(pipeline, bank_customer, operator_user,
+                                                                     tiny_ckpts, tmp_path, celery_worker_proc):
+    """`--pool threads` (the GPU-node layout in docs/deploy.md) has no worker_process_init: the warm-up
+    runs at worker_ready instead, before the consumer loop reads the ticket that is already queued."""
+    celery_worker_proc.stop()
+    purge_broker()
+    try:
+        ticket = routed_ticket(bank_customer, "technical", "card_not_working", "My card stopped working", operator_user)
+        w = Worker(worker_env(tiny_ckpts, MOEDESK_PRELOAD=1), tmp_path / "worker.log", pool="threads",
+                   concurrency=2).start()
+        try:
+            assert wait_status(ticket, "draft_ready", "escalated", "failed") in ("draft_ready", "escalated")
+        finally:
+            w.stop()
+    finally:
+        celery_worker_proc.start()
+    lines = (tmp_path / "worker.log").read_text().splitlines()
+    warm = [i for i, line in enumerate(lines) if '"msg": "models warm"' in line]
+    received = [i for i, line in enumerate(lines) if "support_agents.run_agent[" in line and "received" in line]
+    assert len(warm) == 1, "the thread-pool worker did not warm its models exactly once"
+    assert received and warm[0] < received[0], "a task was read before the models were warm"
+    assert AgentRun.objects.get(ticket=ticket).attempts == 1
+
+
 @pytest.mark.parametrize("via", ["celery", "runner"])
 def test_time_limit_retries_visibly_then_fails_with_reason(pipeline, bank_customer, operator_user, tiny_ckpts,
                                                            tmp_path, celery_worker_proc, monkeypatch, via):
