@@ -57,6 +57,13 @@ DEFAULT_TRAIN = {
     # the share of in-domain training examples that get ticket details (amounts, merchants, dates,
     # card digits, greetings) written in each epoch, label unchanged (``data.details``; 0 = off)
     "details": 0.0,
+    # an offline teacher (``soft_targets``: a file written by ``moe_engine.pretrained_teacher label``
+    # with its logits for texts, e.g. a pretrained encoder with another tokenizer that cannot run per
+    # step): its distribution for a training query is mixed into the online teachers' with weight
+    # ``soft_targets_share`` (alone when there are none); texts in the file that are not training
+    # queries are transfer examples with no label, ``transfer_per_epoch`` of them drawn each epoch,
+    # trained on the teacher's distribution only (Hinton et al. 2015's transfer set)
+    "soft_targets": None, "soft_targets_share": 1.0, "transfer_per_epoch": 0,
 }
 
 
@@ -117,6 +124,7 @@ class Example:
     loss_from: int = 0  # LM: first position whose next-token prediction is trained
     text: str = ""
     teacher_ids: list[int] | None = None  # what distillation teachers read instead of ``ids``
+    soft: Tensor | None = None  # an offline teacher's logits for the plain text (``soft_targets``)
 
 
 @dataclass
@@ -124,6 +132,7 @@ class Dataset:
     train: list[Example]
     val: list[Example]
     meta: dict[str, Any] = field(default_factory=dict)
+    transfer: list[Example] = field(default_factory=list)  # unlabelled, with an offline teacher's logits
 
 
 def _word_dropout(text: str, p: float, rng: random.Random) -> str:
@@ -169,8 +178,8 @@ def augment_example(e: Example, tok: Tokenizer, tcfg: dict[str, Any], rng: rando
     if details and tcfg["details"] > 0 and rng.random() < tcfg["details"]:
         plain, text = text, add_details(text, rng)
         return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text,
-                       teacher_ids=tok.encode(plain))
-    return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text)
+                       teacher_ids=tok.encode(plain), soft=e.soft)
+    return Example(_subword_split_ids(tok, text, tcfg["subword_split"], rng), e.label, text=e.text, soft=e.soft)
 
 
 def classify_data(tok: Tokenizer, data_cfg: dict[str, Any]) -> Dataset:
@@ -240,6 +249,10 @@ def collate(batch: list[Example], pad_id: int, max_len: int, device: torch.devic
             for j in range(e.loss_from, n - 1):
                 targets[i, j] = e.ids[j + 1]
     out = {"ids": ids, "attn": attn, "targets": targets, "labels": torch.tensor([e.label for e in batch])}
+    if any(e.soft is not None for e in batch):
+        width = next(e.soft for e in batch if e.soft is not None).shape[-1]
+        out["soft"] = torch.stack([e.soft if e.soft is not None else torch.zeros(width) for e in batch])
+        out["has_soft"] = torch.tensor([e.soft is not None for e in batch])
     if any(e.teacher_ids is not None for e in batch):
         teacher = [Example(e.teacher_ids if e.teacher_ids is not None else e.ids) for e in batch]
         t = collate(teacher, pad_id, max_len, device, lm=False)
@@ -316,6 +329,26 @@ def distill_loss(logits: Tensor, target_probs: Tensor, temperature: float) -> Te
     return temperature**2 * F.kl_div(logp, target_probs, reduction="batchmean")
 
 
+def batch_targets(b: dict[str, Tensor], teachers: Sequence[Transformer], tcfg: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+    """(teacher distribution [B, C] at the distillation temperature, which rows have one [B]), or None.
+
+    Online teachers cover every row; the offline teacher's (``soft_targets``) only the rows it
+    labelled, and where both exist they are mixed with weight ``soft_targets_share`` on the offline one.
+    """
+    temp = tcfg["distill_temperature"]
+    rows = b["labels"].shape[0]
+    online = (teacher_probs(teachers, b.get("teacher_ids", b["ids"]), b.get("teacher_attn", b["attn"]), temp)
+              if teachers else None)
+    if "soft" not in b:
+        return (online, torch.ones(rows, dtype=torch.bool, device=online.device)) if online is not None else None
+    offline = torch.softmax(b["soft"].float() / temp, -1)
+    has = b["has_soft"]
+    if online is None:
+        return offline, has
+    share = tcfg["soft_targets_share"] * has.float().unsqueeze(-1)
+    return (1 - share) * online + share * offline, torch.ones(rows, dtype=torch.bool, device=online.device)
+
+
 def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[str, Any],
               label_queue: Tensor | None = None, teachers: Sequence[Transformer] = (),
               layer_aux_coefs: Sequence[float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -327,15 +360,20 @@ def step_loss(model: Transformer, b: dict[str, Tensor], task: str, tcfg: dict[st
     valid = b["attn"].reshape(-1).bool()
     if task == "classify":
         logits, rl = model.classify_logits(b["ids"], b["attn"], return_router_logits=True)
-        task_loss = F.cross_entropy(logits.float(), b["labels"], label_smoothing=tcfg["label_smoothing"])
-        if teachers:
-            # the teachers see the same augmented batch as the student ("consistent" distillation),
-            # except for ticket details written in (``augment_example``): they read the plain text
+        labelled = b["labels"] >= 0  # transfer examples (label -1) learn from the teachers alone
+        task_loss = (F.cross_entropy(logits[labelled].float(), b["labels"][labelled], label_smoothing=tcfg["label_smoothing"])
+                     if labelled.any() else logits.sum() * 0)
+        # the online teachers see the same augmented batch as the student ("consistent" distillation),
+        # except for ticket details written in (``augment_example``): they read the plain text
+        targets = batch_targets(b, teachers, tcfg)
+        if targets is not None:
             w, temp = tcfg["distill_weight"], tcfg["distill_temperature"]
-            soft = teacher_probs(teachers, b.get("teacher_ids", b["ids"]), b.get("teacher_attn", b["attn"]), temp)
-            task_loss = (1 - w) * task_loss + w * distill_loss(logits, soft, temp)
-        if label_queue is not None and tcfg["queue_loss_coef"] > 0:
-            task_loss = task_loss + tcfg["queue_loss_coef"] * queue_nll(logits, b["labels"], label_queue)
+            probs, has = targets
+            if has.any():
+                kd = distill_loss(logits[has], probs[has], temp)
+                task_loss = (1 - w) * task_loss + w * kd if labelled.any() else w * kd
+        if label_queue is not None and tcfg["queue_loss_coef"] > 0 and labelled.any():
+            task_loss = task_loss + tcfg["queue_loss_coef"] * queue_nll(logits[labelled], b["labels"][labelled], label_queue)
     else:
         logits, rl = model.forward(b["ids"], b["attn"], return_router_logits=True)
         task_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b["targets"].reshape(-1))
@@ -364,7 +402,8 @@ def train(
         [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=tcfg["lr"], betas=(0.9, 0.98), eps=1e-8,
     )
-    steps_per_epoch = math.ceil(len(data.train) / tcfg["batch_size"])
+    per_epoch = len(data.train) + (min(tcfg["transfer_per_epoch"], len(data.transfer)) if task == "classify" else 0)
+    steps_per_epoch = math.ceil(per_epoch / tcfg["batch_size"])
     total = steps_per_epoch * tcfg["epochs"] if max_steps is None else max_steps
     deadline = time.monotonic() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
     amp = dev.type == "cuda"
@@ -383,9 +422,11 @@ def train(
     for epoch in range(tcfg["epochs"]):
         train_set = data.train
         augment = any(tcfg[k] > 0 for k in ("word_dropout", "subword_split", "lowercase", "details"))
+        if task == "classify" and data.transfer and tcfg["transfer_per_epoch"] > 0:
+            train_set = train_set + rng.sample(data.transfer, min(tcfg["transfer_per_epoch"], len(data.transfer)))
         if task == "classify" and augment and tok is not None:
             # a fresh random variant of every example each epoch: cheap augmentation for a small labelled set
-            train_set = [augment_example(e, tok, tcfg, rng, details=e.label != ood_id) for e in data.train]
+            train_set = [augment_example(e, tok, tcfg, rng, details=e.label not in (ood_id, -1)) for e in train_set]
         run_loss = 0.0
         for n, batch in enumerate(batches(train_set, tcfg["batch_size"], rng), start=1):
             time_progress = 0.0
@@ -674,6 +715,28 @@ def warm_start(model: Transformer, source: Transformer) -> dict[str, Any]:
     return {"copied_tensors": len(copied), "fresh_tensors": sorted(kept), "source_layers_unused": len(layers)}
 
 
+def attach_soft_targets(data: Dataset, tok: Tokenizer, path: str | Path) -> dict[str, Any]:
+    """Give the training examples an offline teacher's logits (by exact text) and make its other texts
+    the transfer set. Refuses a file whose labels are not the student's, or that holds validation texts."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if list(saved["labels"]) != list(data.meta["labels"]):
+        raise ValueError(f"soft_targets: {path} was written for another label set than the student's")
+    logits = saved["logits"].float()
+    by_text = {t: i for i, t in enumerate(saved["texts"])}
+    val_texts = {e.text for e in data.val}
+    leaked = [t for t in saved["texts"] if t in val_texts]
+    if leaked:
+        raise ValueError(f"soft_targets: {path} holds {len(leaked)} validation texts (e.g. {leaked[0]!r})")
+    train_texts = set()
+    for e in data.train:
+        if e.text in by_text:
+            e.soft = logits[by_text[e.text]]
+            train_texts.add(e.text)
+    data.transfer = [Example(tok.encode(t), -1, text=t, soft=logits[i]) for t, i in by_text.items() if t not in train_texts]
+    return {"file": str(path), "teacher": saved.get("teacher", ""), "labelled_training_examples": sum(e.soft is not None for e in data.train),
+            "transfer_texts": len(data.transfer)}
+
+
 def load_teachers(paths: Sequence[str | Path], student_config: dict[str, Any], device: str) -> list[Transformer]:
     """Teacher classifiers for distillation; they must share the student's vocabulary and labels."""
     from .loader import load_model
@@ -719,6 +782,8 @@ def run(task: str, cfg: dict[str, Any], out: Path, seed: int, *, tokenizer_dir: 
         transfer = warm_start(model, load_model(tcfg["init_from"], device=device))
         cfg["warm_start"] = {"from": str(tcfg["init_from"]), **transfer}
     teachers = load_teachers(tcfg["distill_from"], hf, device) if task == "classify" else []
+    if task == "classify" and tcfg.get("soft_targets"):
+        data.meta["soft_targets"] = attach_soft_targets(data, tok, tcfg["soft_targets"])
     run_info = train(model, data, task, tcfg, seed=seed, pad_id=pad_id, tok=tok, progress=progress, max_steps=max_steps,
                      teachers=teachers)
 

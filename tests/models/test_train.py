@@ -272,3 +272,103 @@ def test_detailed_examples_give_the_teachers_the_plain_text(tok):
     assert b["teacher_ids"][0, : len(e.ids)].tolist() == e.ids and b["teacher_attn"][0].sum() == len(e.ids)
     assert b["teacher_ids"][1, : len(e.ids)].tolist() == e.ids and b["ids"].shape[1] > b["teacher_ids"].shape[1]
     assert "teacher_ids" not in collate([kept], tok.pad_token_id, 64, torch.device("cpu"), lm=False)
+
+
+def soft_file(tmp_path, texts, logits, labels) -> Path:
+    path = tmp_path / "soft.pt"
+    torch.save({"teacher": "test", "labels": labels, "texts": texts, "logits": logits}, path)
+    return path
+
+
+def test_offline_teacher_labels_training_queries_and_trains_on_its_transfer_set(tok, tmp_path):
+    """``soft_targets``: an offline teacher's logits by exact text; its other texts are a transfer set
+    with no label, on which the student learns the teacher's distribution alone."""
+    from moe_engine.train import attach_soft_targets, distill_loss
+
+    torch.set_num_threads(1)
+    labels = ["l0", "l1", "l2", "l3"]
+    train_ex = [Example(tok.encode(t), i % 4, text=t) for i, t in enumerate(TEXTS[:8])]
+    val_ex = [Example(tok.encode(t), i % 4, text=t) for i, t in enumerate(TEXTS[8:])]
+    transfer = [" ".join(reversed(t.split())) for t in TEXTS[:8]] + ["card pin charged", "joke weather sea"]
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(len(TEXTS[:8]) + len(transfer), 4, generator=g)
+    data = Dataset(train_ex, val_ex, {"labels": labels})
+    info = attach_soft_targets(data, tok, soft_file(tmp_path, TEXTS[:8] + transfer, logits, labels))
+    assert info["labelled_training_examples"] == 8 and info["transfer_texts"] == len(transfer)
+    assert all(torch.equal(e.soft, logits[i]) for i, e in enumerate(data.train))
+    assert [e.label for e in data.transfer] == [-1] * len(transfer) and [e.text for e in data.transfer] == transfer
+
+    # a batch of transfer examples alone: no hard-label term, a finite distillation loss
+    b = collate(data.transfer[:4], tok.pad_token_id, 32, torch.device("cpu"), lm=False)
+    assert b["has_soft"].all() and torch.equal(b["soft"], logits[8:12])
+    student = build_model(tiny_config("classify", tok.vocab_size), seed=4)
+    from moe_engine.train import DEFAULT_TRAIN, step_loss
+
+    tcfg = dict(DEFAULT_TRAIN, **TCFG, distill_weight=0.7, queue_loss_coef=0.5)
+    loss, task_loss, _ = step_loss(student, b, "classify", tcfg)
+    expected = 0.7 * distill_loss(student.classify_logits(b["ids"], b["attn"]), torch.softmax(b["soft"] / 2.0, -1), 2.0)
+    assert torch.isfinite(loss) and torch.allclose(task_loss, expected, atol=1e-5)
+
+    tb = collate(data.transfer, tok.pad_token_id, 32, torch.device("cpu"), lm=False)
+    target = torch.softmax(tb["soft"] / 2.0, -1)
+    with torch.no_grad():
+        before = float(distill_loss(student.classify_logits(tb["ids"], tb["attn"]), target, 2.0))
+    info = train(student, data, "classify", dict(TCFG, epochs=15, distill_weight=1.0, transfer_per_epoch=len(transfer)),
+                 seed=4, pad_id=tok.pad_token_id, progress=False)
+    assert info["steps"] == 15 * 3  # (8 labelled + 10 transfer) / batch 8 per epoch
+    with torch.no_grad():
+        after = float(distill_loss(student.classify_logits(tb["ids"], tb["attn"]), target, 2.0))
+    assert after < 0.4 * before, (before, after)
+
+
+def test_offline_teacher_file_is_refused_with_validation_texts_or_other_labels(tok, tmp_path):
+    from moe_engine.train import attach_soft_targets
+
+    ex = [Example(tok.encode(t), 0, text=t) for t in TEXTS]
+    data = Dataset(ex[:8], ex[8:], {"labels": ["a", "b"]})
+    with pytest.raises(ValueError, match="holds 1 validation texts"):
+        attach_soft_targets(data, tok, soft_file(tmp_path, [TEXTS[0], TEXTS[9]], torch.zeros(2, 2), ["a", "b"]))
+    with pytest.raises(ValueError, match="another label set"):
+        attach_soft_targets(data, tok, soft_file(tmp_path, [TEXTS[0]], torch.zeros(1, 3), ["a", "b", "c"]))
+
+
+def test_mixed_online_and_offline_teachers():
+    from moe_engine.train import DEFAULT_TRAIN, batch_targets
+
+    online = torch.tensor([[0.0, 4.0], [4.0, 0.0]])
+    b = {"labels": torch.tensor([0, 1]), "soft": torch.tensor([[4.0, 0.0], [0.0, 0.0]]), "has_soft": torch.tensor([True, False])}
+
+    class Fixed(torch.nn.Module):
+        def classify_logits(self, ids, attn):
+            return online
+
+    b.update(ids=torch.zeros(2, 3, dtype=torch.long), attn=torch.ones(2, 3, dtype=torch.long))
+    probs, has = batch_targets(b, [Fixed()], dict(DEFAULT_TRAIN, soft_targets_share=0.25, distill_temperature=1.0))
+    want0 = 0.75 * torch.softmax(online[0], -1) + 0.25 * torch.softmax(b["soft"][0], -1)
+    assert has.all() and torch.allclose(probs[0], want0) and torch.allclose(probs[1], torch.softmax(online[1], -1))
+    probs, has = batch_targets(b, [], dict(DEFAULT_TRAIN, distill_temperature=1.0))
+    assert has.tolist() == [True, False] and torch.allclose(probs[0], torch.softmax(b["soft"][0], -1))
+
+
+def test_transfer_texts_swap_words_for_neighbours_and_splice_queries():
+    from moe_engine.pretrained_teacher import splice, swap_words
+
+    table = {"card": ["cards"], "arrived": ["come"]}
+    rng = random.Random(0)
+    assert swap_words("My card has not arrived?", table, 1.0, rng) == "My cards has not come?"
+    assert swap_words("Card arrived", table, 0.0, rng) == "Card arrived"
+    assert swap_words("Card", table, 1.0, rng) == "Cards"
+    out = splice("my card has not arrived", "how do I change my pin", random.Random(1))
+    first, *_ = out.split()
+    assert first == "my" and out.split()[-1] == "pin" and out not in ("my card has not arrived", "how do I change my pin")
+
+
+def test_transfer_set_holds_no_training_or_validation_text():
+    from moe_engine.pretrained_teacher import make_transfer, training_texts, validation_texts
+
+    table = {"card": ["cards", "visa"], "money": ["cash", "funds"], "transfer": ["payment"], "account": ["wallet"]}
+    texts = make_transfer(table, n_swap=1, p_swap=0.5, n_splice=2000, seed=0)
+    assert texts == make_transfer(table, n_swap=1, p_swap=0.5, n_splice=2000, seed=0)  # seeded
+    assert len(texts) == len(set(texts)) > 3000
+    assert not set(texts) & ({t for t, _ in training_texts()} | {t for t, _ in validation_texts()})
+    assert any("funds" in t for t in texts) and any("wallet" in t for t in texts)
