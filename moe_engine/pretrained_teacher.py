@@ -167,6 +167,8 @@ def neighbour_table(teacher: Teacher, words: set[str], k: int = 8) -> dict[str, 
     vocab = teacher.tokenizer.get_vocab()
     emb = teacher.encoder.get_input_embeddings().weight.detach()
     cand = [(w, i) for w, i in vocab.items() if _WORD.match(w)]
+    if not cand:
+        return {}
     cand_ids = torch.tensor([i for _, i in cand])
     table = F.normalize(emb[cand_ids], dim=-1)
     out: dict[str, list[str]] = {}

@@ -372,3 +372,53 @@ def test_transfer_set_holds_no_training_or_validation_text():
     assert len(texts) == len(set(texts)) > 3000
     assert not set(texts) & ({t for t, _ in training_texts()} | {t for t, _ in validation_texts()})
     assert any("funds" in t for t in texts) and any("wallet" in t for t in texts)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    """A random 1-layer BERT with a word-piece vocabulary of the test texts, in the layout the
+    pretrained teacher loads (the real one, all-MiniLM-L6-v2, comes from a package CI does not install)."""
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("encoder")
+    words = sorted({w for t in TEXTS for w in t.lower().split()} | {"cards", "payment", "money"})
+    from tokenizers import Tokenizer as WordPieceTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers, processors
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    wp = WordPieceTokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    transformers.PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                         sep_token="[SEP]", mask_token="[MASK]").save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(d)
+    return d
+
+
+def test_pretrained_teacher_labels_training_and_transfer_texts_never_validation(tiny_encoder_dir):
+    from moe_engine.pretrained_teacher import (
+        Teacher,
+        label,
+        neighbour_table,
+        router_labels,
+        training_texts,
+        validation_texts,
+    )
+
+    torch.set_num_threads(1)
+    teacher = Teacher(tiny_encoder_dir, len(router_labels()))
+    val = [t for t, _ in validation_texts()]
+    saved = label(teacher, ["my cards have not arrived", val[0]])
+    assert saved["labels"] == router_labels() and saved["logits"].shape == (len(saved["texts"]), len(router_labels()))
+    assert "my cards have not arrived" in saved["texts"] and not set(saved["texts"]) & set(val)
+    assert set(saved["texts"]) >= {t for t, _ in training_texts()} - set(val)
+    # a text's logits do not depend on the batch it was padded in
+    i = saved["texts"].index("my cards have not arrived")
+    assert torch.allclose(saved["logits"][i], teacher.logits(["my cards have not arrived"])[0], atol=1e-5)
+
+    table = neighbour_table(teacher, {"card", "money", "the", "notinvocab"}, k=3)
+    assert set(table) == {"card", "money"}  # stop words and unknown words keep their place
+    assert all(len(v) == 3 and w not in v for w, v in table.items())
