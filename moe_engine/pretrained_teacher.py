@@ -216,12 +216,13 @@ def make_transfer(table: dict[str, list[str]], *, n_swap: int = 4, p_swap: float
     words swapped for their neighbours in ``table`` (``neighbour_table``), ``n_swap`` times, and
     ``n_splice`` splices of two training queries."""
     rng = random.Random(seed)
-    train = [t for t, y in training_texts() if y != OOD_LABEL]
-    ood = [t for t, y in training_texts() if y == OOD_LABEL]
+    rows = training_texts()
+    train = [t for t, y in rows if y != OOD_LABEL]
+    ood = [t for t, y in rows if y == OOD_LABEL]
     texts = [swap_words(t, table, p_swap, rng) for t in train for _ in range(n_swap)]
     texts += [swap_words(t, table, p_swap, rng) for t in ood]
     texts += [splice(rng.choice(train), rng.choice(train), rng) for _ in range(n_splice)]
-    seen = {t for t, _ in training_texts()} | {t for t, _ in validation_texts()}
+    seen = {t for t, _ in rows} | {t for t, _ in validation_texts()}
     out, kept = [], set()
     for t in texts:
         if t not in seen and t not in kept:
