@@ -402,8 +402,8 @@ def train(
         [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=tcfg["lr"], betas=(0.9, 0.98), eps=1e-8,
     )
-    per_epoch = len(data.train) + (min(tcfg["transfer_per_epoch"], len(data.transfer)) if task == "classify" else 0)
-    steps_per_epoch = math.ceil(per_epoch / tcfg["batch_size"])
+    n_transfer = min(tcfg["transfer_per_epoch"], len(data.transfer)) if task == "classify" else 0
+    steps_per_epoch = math.ceil((len(data.train) + n_transfer) / tcfg["batch_size"])
     total = steps_per_epoch * tcfg["epochs"] if max_steps is None else max_steps
     deadline = time.monotonic() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
     amp = dev.type == "cuda"
@@ -422,8 +422,8 @@ def train(
     for epoch in range(tcfg["epochs"]):
         train_set = data.train
         augment = any(tcfg[k] > 0 for k in ("word_dropout", "subword_split", "lowercase", "details"))
-        if task == "classify" and data.transfer and tcfg["transfer_per_epoch"] > 0:
-            train_set = train_set + rng.sample(data.transfer, min(tcfg["transfer_per_epoch"], len(data.transfer)))
+        if n_transfer > 0:
+            train_set = train_set + rng.sample(data.transfer, n_transfer)
         if task == "classify" and augment and tok is not None:
             # a fresh random variant of every example each epoch: cheap augmentation for a small labelled set
             train_set = [augment_example(e, tok, tcfg, rng, details=e.label not in (ood_id, -1)) for e in train_set]

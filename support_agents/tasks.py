@@ -76,6 +76,9 @@ def resume_orphaned_runs(sender: object, **_: object) -> None:
         connections.close_all()  # the pool's next forked child must not share this process's connection
 
 
+_warmed_in: int | None = None  # the pid that ran warm_models (a forked child starts over)
+
+
 @worker_ready.connect
 def preload_models_in_thread_pool(sender: object, **_: object) -> None:
     """The same warm-up for a worker whose pool runs tasks in its own process (``--pool threads``,
@@ -85,10 +88,8 @@ def preload_models_in_thread_pool(sender: object, **_: object) -> None:
     and a solo pool has already warmed through ``worker_process_init``."""
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
-    if isinstance(getattr(sender, "pool", None), PreforkPool) or _warmed_in == os.getpid():
-        return
-    if os.environ.get("MOEDESK_PRELOAD", "1") == "1":
-        warm_models()
+    if not isinstance(getattr(sender, "pool", None), PreforkPool) and _warmed_in != os.getpid():
+        preload_models()
 
 
 @worker_process_init.connect
@@ -101,9 +102,6 @@ def preload_models(**_: object) -> None:
     ``worker_proc_alive_timeout`` (raised in ``webapp.celery`` from Celery's 4 s default)."""
     if os.environ.get("MOEDESK_PRELOAD", "1") == "1":
         warm_models()
-
-
-_warmed_in: int | None = None  # the pid that ran warm_models (a forked child starts over)
 
 
 def warm_models() -> None:
