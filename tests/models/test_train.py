@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from moe_engine import build_model
+from moe_engine import build_model, save_checkpoint
 from moe_engine.data.router import decide
 from moe_engine.tokenizer import Tokenizer
 from moe_engine.tokenizer_train import save, train_tokenizer
@@ -241,6 +241,22 @@ def test_out_of_domain_training_texts():
     assert not {t.lower() for t in more} & {t.lower() for t in ood_texts("validation")}
 
 
+def test_query_lm_data_ends_every_text_and_keeps_validation_apart(tmp_path):
+    import json
+
+    from moe_engine.data.banking77 import load_splits, main
+
+    main(["query-lm-data", "--out", str(tmp_path)])
+    rows = {n: [json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("train", "validation")}
+    train, val = load_splits()
+    assert len(rows["validation"]) == len(val) and len(rows["train"]) > len(train)
+    assert all(r["prompt"] == "Query:" and r["completion"].endswith("<|end|>") for rs in rows.values() for r in rs)
+    texts = {n: {r["completion"][1 : -len("<|end|>")] for r in rs} for n, rs in rows.items()}
+    assert texts["validation"] == {t for t, _ in val} and {t for t, _ in train} <= texts["train"]
+    # only what Banking77 itself repeats across the split (one query) is in both
+    assert texts["train"] & texts["validation"] == {t for t, _ in train} & {t for t, _ in val}
+
+
 def test_ticket_details_are_written_around_the_query_and_seeded():
     from moe_engine.data.banking77 import load_splits
     from moe_engine.data.details import add_details
@@ -374,6 +390,45 @@ def test_transfer_set_holds_no_training_or_validation_text():
     assert any("funds" in t for t in texts) and any("wallet" in t for t in texts)
 
 
+def test_transfer_set_takes_sampled_texts_but_never_a_training_or_validation_one():
+    from moe_engine.pretrained_teacher import make_transfer, training_texts, validation_texts
+
+    table = {"card": ["cards"]}
+    plain = make_transfer(table, n_swap=1, n_splice=100, seed=0)
+    train_text, val_text = training_texts()[0][0], validation_texts()[0][0]
+    sampled = ["can my partner get a card too", train_text, val_text, "can my partner get a card too"]
+    texts = make_transfer(table, n_swap=1, n_splice=100, seed=0, sampled=sampled)
+    assert texts == [*plain, "can my partner get a card too"]
+
+
+def test_sampled_queries_come_from_the_query_lm_seeded_whatever_the_batch(tmp_path):
+    from moe_engine.pretrained_teacher import sample_queries
+
+    torch.set_num_threads(1)
+    d = tmp_path / "lm"
+    save(train_tokenizer(iter(TEXTS * 3), 300, ["<|pad|>", "<|end|>"]), d, pad="<|pad|>", eos="<|end|>", max_length=64)
+    tok = Tokenizer.from_dir(d)
+    ex = []
+    for t in TEXTS:
+        p, c = tok.encode("Query:"), tok.encode(" " + t + "<|end|>")
+        ex.append(Example(p + c, loss_from=len(p) - 1))
+    model = build_model(dict(tiny_config("lm", tok.vocab_size), eos_token_id=tok.eos_token_id), seed=0)
+    train(model, Dataset(ex, ex), "lm", dict(TCFG, epochs=40), seed=0, pad_id=tok.pad_token_id, progress=False)
+    save_checkpoint(model, d)
+
+    texts = sample_queries(d, 24, seed=5, batch=8, max_new_tokens=24)
+    assert texts == sample_queries(d, 24, seed=5, batch=24, max_new_tokens=24)
+    assert texts != sample_queries(d, 24, seed=6, batch=8, max_new_tokens=24)
+    assert len(texts) >= 12 and all(len(t.split()) >= 2 for t in texts)
+    words = {w for t in TEXTS for w in t.split()}
+    assert sum(w in words for t in texts for w in t.split()) > 0.8 * sum(len(t.split()) for t in texts)
+
+    from moe_engine.pretrained_teacher import main
+
+    main(["sample", "--lm", str(d), "--n", "16", "--seed", "5", "--out", str(tmp_path / "s.txt")])
+    assert (tmp_path / "s.txt").read_text().splitlines() == sample_queries(d, 16, seed=5)
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder_dir(tmp_path_factory):
     """A random 1-layer BERT with a word-piece vocabulary of the test texts, in the layout the
@@ -418,6 +473,15 @@ def test_pretrained_teacher_labels_training_and_transfer_texts_never_validation(
     # a text's logits do not depend on the batch it was padded in
     i = saved["texts"].index("my cards have not arrived")
     assert torch.allclose(saved["logits"][i], teacher.logits(["my cards have not arrived"])[0], atol=1e-5)
+    # an ensemble's file holds the mean of its members' logits
+    torch.manual_seed(1)
+    other = Teacher(tiny_encoder_dir, len(router_labels()))
+    both = label([teacher, other], ["my cards have not arrived"])
+    assert both["texts"] == label(other, ["my cards have not arrived"])["texts"] and both["teacher"].endswith("x2")
+    j = both["texts"].index("my cards have not arrived")
+    mean = (teacher.logits(["my cards have not arrived"]) + other.logits(["my cards have not arrived"])) / 2
+    assert torch.allclose(both["logits"][j], mean[0], atol=1e-5)
+    assert not torch.allclose(both["logits"][j], saved["logits"][i], atol=1e-3)
 
     table = neighbour_table(teacher, {"card", "money", "the", "notinvocab"}, k=3)
     assert set(table) == {"card", "money"}  # stop words and unknown words keep their place
