@@ -168,7 +168,9 @@ class Scheduler:
         self.max_batch, self.max_len = max_batch, max_len
         self.prices = prices
         dev = model.device
-        self.cache = KVCache(self.args, max_batch, max_len, dev, model.dtype)
+        # one spare slot: a row never fills the cache to its last slot, where the compiled decode
+        # step (whose graph assumes a strict prefix of the cache) would recompile
+        self.cache = KVCache(self.args, max_batch, max_len + 1, dev, model.dtype)
         self.n_moe = len(self.args.moe_layers)
         self.routing = torch.zeros(max_batch, self.n_moe, max_len, self.args.top_k, dtype=torch.int16, device=dev)
         self.rows: list[Request] = []

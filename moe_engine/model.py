@@ -343,6 +343,9 @@ class Transformer(nn.Module):
             # thread, and the serving engine decodes in a thread of its own
             if torch._dynamo.config.recompile_limit < DECODE_RECOMPILE_LIMIT:
                 torch._dynamo.config.recompile_limit = DECODE_RECOMPILE_LIMIT
+            # dynamic=True would also make the norms' eps and OLMoE's clip symbolic floats, which
+            # inductor cannot lower: dynamo then traces and compiles the whole step a second time
+            torch._dynamo.config.specialize_float = True
             try:
                 return fn(toks, pos, mask, cache, kv_len)
             except Exception as e:  # no C++ compiler, an inductor bug: stay correct, run eagerly
