@@ -67,11 +67,15 @@ def flops_per_token(args: ModelArgs, ctx: int, *, dense: bool = False) -> int:
     return 2 * n + attention_flops(args, ctx)
 
 
-def flops_for_tokens(args: ModelArgs, start: int, count: int, *, dense: bool = False) -> int:
-    """FLOPs for ``count`` consecutive tokens at positions start..start+count-1 (closed form)."""
+def flops_for_tokens(
+    args: ModelArgs, start: int, count: int, *, dense: bool = False, counts: ParamCounts | None = None
+) -> int:
+    """FLOPs for ``count`` consecutive tokens at positions start..start+count-1 (closed form).
+
+    ``counts``: ``param_counts(args)`` when the caller already has it (per-query loops)."""
     if count <= 0:
         return 0
-    pc = param_counts(args)
+    pc = counts or param_counts(args)
     n = (pc.dense if dense else pc.active) - pc.embedding
     ctx_sum = count * (2 * start + count + 1) // 2  # sum of (pos + 1)
     return 2 * n * count + 4 * args.n_layers * args.n_heads * args.head_dim * ctx_sum
@@ -113,13 +117,13 @@ class Usage:
 
 def make_usage(
     args: ModelArgs, prompt_tokens: int, completion_tokens: int, fed_tokens: int, wall: float, device_s: float,
-    device_type: str, prices: Prices | None = None,
+    device_type: str, prices: Prices | None = None, counts: ParamCounts | None = None,
 ) -> Usage:
     """``fed_tokens``: tokens that went through the model (prompt + generated except the last)."""
-    pc = param_counts(args)
+    pc = counts or param_counts(args)
     return Usage(
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, active_params=pc.active,
-        total_params=pc.total, flops=flops_for_tokens(args, 0, fed_tokens),
-        dense_flops=flops_for_tokens(args, 0, fed_tokens, dense=True), wall_seconds=wall,
+        total_params=pc.total, flops=flops_for_tokens(args, 0, fed_tokens, counts=pc),
+        dense_flops=flops_for_tokens(args, 0, fed_tokens, dense=True, counts=pc), wall_seconds=wall,
         device_seconds=device_s, device=device_type, cost_usd=(prices or Prices()).cost(device_s, device_type),
     )

@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .cost import Prices, Usage, make_usage
+from .cost import Prices, Usage, make_usage, param_counts
 from .model import KVCache, Transformer
 
 
@@ -76,6 +76,14 @@ class Request:
         return len(self.ids) + max(len(self.out) - 1, 0)
 
 
+def check_prompt_ids(ids: Sequence[int], vocab_size: int) -> None:
+    if not ids:
+        raise ValueError("prompt is empty")
+    lo, hi = min(ids), max(ids)
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"prompt token ids must lie in [0, {vocab_size}); got min {lo}, max {hi}")
+
+
 def make_request(
     model: Transformer, ids: Sequence[int], *, max_new_tokens: int = 64, temperature: float = 0.0,
     top_p: float = 1.0, seed: int | None = None, stop: Sequence[int | str] | int | str | None = None,
@@ -84,11 +92,7 @@ def make_request(
 ) -> Request:
     """Validate one request. ``stop``: token ids and/or strings; ``eos`` adds the model's EOS ids."""
     ids = [int(t) for t in ids]
-    V = model.args.vocab_size
-    if not ids:
-        raise ValueError("prompt is empty")
-    if min(ids) < 0 or max(ids) >= V:
-        raise ValueError(f"prompt token ids must lie in [0, {V}); got min {min(ids)}, max {max(ids)}")
+    check_prompt_ids(ids, model.args.vocab_size)
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if temperature < 0 or not 0 < top_p <= 1:
@@ -362,7 +366,7 @@ def classify(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     toks = _as_token_lists(model, prompts)
     for p in toks:
-        make_request(model, p, max_new_tokens=0)  # validates ids
+        check_prompt_ids(p, model.args.vocab_size)
     order = sorted(range(len(toks)), key=lambda i: len(toks[i]))
     logits: list[Tensor | None] = [None] * len(toks)
     routing: list[Tensor | None] = [None] * len(toks)
@@ -386,10 +390,8 @@ def _classify_batch(
     lens = [len(p) for p in toks]
     T = max(lens)
     pad = model.args.pad_token_id
-    ids = torch.full((B, T), 0 if pad is None else pad, dtype=torch.long)
-    for i, p in enumerate(toks):
-        ids[i, : lens[i]] = torch.tensor(p)
-    ids = ids.to(dev)
+    fill = 0 if pad is None else pad
+    ids = torch.tensor([p + [fill] * (T - n) for p, n in zip(toks, lens, strict=True)], device=dev)
     lens_t = torch.tensor(lens, device=dev)
     attn = (torch.arange(T, device=dev)[None, :] < lens_t[:, None]).long()
     pos, mask = model.positions(ids, attn)
@@ -406,5 +408,6 @@ def _classify_batch(
     else:
         routing = [torch.zeros(0, n, model.args.top_k, dtype=torch.int32) for n in lens]
     dt = time.perf_counter() - t0
-    usage = [make_usage(model.args, n, 0, n, dt, dt * n / sum(lens), dev.type, prices) for n in lens]
+    counts, total = param_counts(model.args), sum(lens)
+    usage = [make_usage(model.args, n, 0, n, dt, dt * n / total, dev.type, prices, counts) for n in lens]
     return logits, routing, usage
