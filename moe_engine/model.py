@@ -338,9 +338,9 @@ class Transformer(nn.Module):
         fn = self._compiled_decode
         if fn is not None and toks.shape[0] * max(self.args.top_k, 1) <= COMPILED_DECODE_MAX_PAIRS:
             # dynamo keeps graphs per code object, so all models share decode_logits' budget of
-            # recompiles (8 by default), and each needs a few (batch 1 vs more, a cache filled to
-            # its last slot, sizes that happened to be equal at first sight); its config is per
-            # thread, and the serving engine decodes in a thread of its own
+            # recompiles (8 by default), and each needs a few (batch 1 vs more, sizes that happened
+            # to be equal at first sight); its config is per thread, and the serving engine decodes
+            # in a thread of its own
             if torch._dynamo.config.recompile_limit < DECODE_RECOMPILE_LIMIT:
                 torch._dynamo.config.recompile_limit = DECODE_RECOMPILE_LIMIT
             # dynamic=True would also make the norms' eps and OLMoE's clip symbolic floats, which
