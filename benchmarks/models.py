@@ -3,7 +3,9 @@
     python benchmarks/models.py [--router checkpoints/router] [--agent checkpoints/agent] [--threads 2]
 
 Router: the engine's batched ``classify`` on the Banking77 validation texts (x4), raw text in
-(tokenisation included), grouped by length into batches of --batch; best of --repeats passes.
+(tokenisation included), grouped by length into batches of --batch; best of --repeats passes. Then
+the same texts in one call spread over --processes forked processes (``classify(...,
+processes=N)``, one thread each: what ``manage.py classify`` does), also best of --repeats.
 Agent: mean wall time of one ``extract_arguments`` and one ``write_reply`` call (batch 1, greedy),
 with the eager and the compiled decode step (``load_model(..., compile=True)``, what workers run).
 Prints one JSON object (machine, command, numbers) for docs/benchmarks.md.
@@ -26,7 +28,7 @@ from moe_engine import load_model  # noqa: E402
 from moe_engine.data.banking77 import load_splits, ood_texts  # noqa: E402
 
 
-def router_throughput(path: Path, batch: int, repeats: int) -> dict:
+def router_throughput(path: Path, batch: int, repeats: int, processes: int) -> dict:
     model = load_model(path)
     _, val = load_splits()
     texts = sorted([t for t, _ in val] * 4 + ood_texts("validation") * 4, key=len)
@@ -37,11 +39,17 @@ def router_throughput(path: Path, batch: int, repeats: int) -> dict:
         for s in range(0, len(texts), batch):
             model.classify(texts[s : s + batch])
         best = max(best, len(texts) / (time.perf_counter() - t0))
+    best_procs = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.classify(texts, processes=processes)
+        best_procs = max(best_procs, len(texts) / (time.perf_counter() - t0))
     t0 = time.perf_counter()
     for t in texts[:200]:
         model.classify([t])
     single = (time.perf_counter() - t0) / 200
     return {"queries": len(texts), "batch": batch, "queries_per_s": round(best, 1),
+            "processes": processes, "queries_per_s_processes": round(best_procs, 1),
             "batch1_latency_ms": round(1000 * single, 2)}
 
 
@@ -75,6 +83,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--agent-calls", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -83,7 +92,7 @@ def main() -> None:
            "load_average_at_start": os.getloadavg(),
            "command": "python " + " ".join(sys.argv)}
     if a.router.is_dir():
-        out["router"] = router_throughput(a.router, a.batch, a.repeats)
+        out["router"] = router_throughput(a.router, a.batch, a.repeats, a.processes)
     if a.agent.is_dir():
         out["agent"] = agent_latency(a.agent, a.agent_calls)
         out["agent_compiled_decode"] = agent_latency(a.agent, a.agent_calls, compile=True)

@@ -353,20 +353,40 @@ def generate(
 @torch.inference_mode()
 def classify(
     model: Transformer, prompts: str | Sequence[str] | Sequence[Sequence[int]], *, batch_size: int = 64,
-    prices: Prices | None = None,
+    prices: Prices | None = None, processes: int = 1,
 ) -> ClassifyOutput:
     """Sequence classification, pooled like transformers' *ForSequenceClassification.
 
     Prompts are sorted by length and run ``batch_size`` at a time, so padding stays small; the
-    outputs come back in the caller's order.
+    outputs come back in the caller's order. ``processes`` > 1 (CPU, where fork exists) splits
+    them over that many forked processes, the intra-op threads divided among them
+    (``moe_engine.parallel``: faster on small models; only from a single-threaded program).
     """
     if model.score is None:
         raise ValueError("classify needs a *ForSequenceClassification checkpoint (no `score` head)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
     toks = _as_token_lists(model, prompts)
     for p in toks:
         check_prompt_ids(p, model.args.vocab_size)
+    from .parallel import can_fork, classify_in_processes
+
+    # below two batches per process the fork costs more than it saves
+    if processes > 1 and model.device.type == "cpu" and can_fork() and len(toks) >= 2 * processes * batch_size:
+        out, routing, usage = classify_in_processes(model, toks, processes=processes, batch_size=batch_size,
+                                                    prices=prices)
+    else:
+        out, routing, usage = _classify_sorted(model, toks, batch_size, prices)
+    id2label = model.args.id2label
+    labels = [id2label.get(int(i), str(int(i))) for i in out.argmax(-1)] if len(out) else []
+    return ClassifyOutput(out, routing, usage, labels)
+
+
+def _classify_sorted(
+    model: Transformer, toks: list[list[int]], batch_size: int, prices: Prices | None,
+) -> tuple[Tensor, list[Tensor], list[Usage]]:
     order = sorted(range(len(toks)), key=lambda i: len(toks[i]))
     logits: list[Tensor | None] = [None] * len(toks)
     routing: list[Tensor | None] = [None] * len(toks)
@@ -377,9 +397,7 @@ def classify(
         for j, i in enumerate(idx):
             logits[i], routing[i], usage[i] = lg[j], rt[j], us[j]
     out = torch.stack(logits) if logits else torch.zeros(0, model.args.num_labels)
-    id2label = model.args.id2label
-    labels = [id2label.get(int(i), str(int(i))) for i in out.argmax(-1)] if len(out) else []
-    return ClassifyOutput(out, routing, usage, labels)
+    return out, routing, usage
 
 
 def _classify_batch(

@@ -87,6 +87,12 @@ class RoutingStats:
             self.counts.index_add_(0, flat, w)
             self.tokens += n
 
+    def add(self, counts: Tensor, tokens: int) -> None:
+        """Add counts gathered elsewhere (another process's flat [moe_layers * experts] counters)."""
+        with self._lock:
+            self.counts += counts.to(self.counts.device)
+            self.tokens += tokens
+
     def reset(self) -> None:
         with self._lock:
             self.counts.zero_()

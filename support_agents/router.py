@@ -59,13 +59,14 @@ def _temperature(model: Any) -> float:
 
 
 def classify_texts(texts: list[str], *, thresholds: dict[str, float] | None = None,
-                   batch_size: int = 64, path: Path | str | None = None) -> list[Classification]:
-    """Classify ticket texts in batches.
+                   batch_size: int = 64, path: Path | str | None = None, processes: int = 1) -> list[Classification]:
+    """Classify ticket texts in batches (grouped by length, so padding stays small).
 
     The checkpoint's own decision rule (moe_engine.data.router.decide: calibrated temperature,
     queue-level confidence, out-of-domain class) picks queue and intent; `thresholds` maps queue ->
     the owning agent's confidence threshold, which can only make the router stricter than the
-    threshold tuned on validation data.
+    threshold tuned on validation data. `processes` > 1 forks that many classifying processes
+    (moe_engine.parallel): for batch commands, not for a threaded server or worker.
     """
     from moe_engine.data.router import decide
 
@@ -78,19 +79,15 @@ def classify_texts(texts: list[str], *, thresholds: dict[str, float] | None = No
     meta["human_threshold"] = 0.0  # applied below, per queue
     max_len = int(getattr(model.config, "max_position_embeddings", 512) or 512)
     ids = [(tok.encode(t or " ") or [0])[:max_len] for t in texts]
-    # Batch similar lengths together: padding is wasted compute on a CPU.
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out: list[Classification | None] = [None] * len(ids)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        res = model.classify([ids[i] for i in chunk])
-        for j, d in enumerate(decide(res.logits, meta, model.config.id2label)):
-            c = 0.0 if math.isnan(d.confidence) else d.confidence
-            queue = d.queue
-            thr = max(base_thr, (thresholds or {}).get(queue, 0.0))
-            below = queue == HUMAN or d.intent == OUT_OF_DOMAIN or c < thr
-            out[chunk[j]] = Classification(intent=d.intent, queue=HUMAN if below else queue, confidence=c,
-                                           priority=priority_for(d.intent, queue), below_threshold=below,
-                                           routing=res.routing[j] if res.routing else None,
-                                           usage=res.usage[j] if res.usage else None)
+    res = model.classify(ids, batch_size=batch_size, processes=processes)
+    out = []
+    for j, d in enumerate(decide(res.logits, meta, model.config.id2label)):
+        c = 0.0 if math.isnan(d.confidence) else d.confidence
+        queue = d.queue
+        thr = max(base_thr, (thresholds or {}).get(queue, 0.0))
+        below = queue == HUMAN or d.intent == OUT_OF_DOMAIN or c < thr
+        out.append(Classification(intent=d.intent, queue=HUMAN if below else queue, confidence=c,
+                                  priority=priority_for(d.intent, queue), below_threshold=below,
+                                  routing=res.routing[j] if res.routing else None,
+                                  usage=res.usage[j] if res.usage else None))
     return out

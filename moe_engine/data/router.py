@@ -44,13 +44,15 @@ def decide(logits: Tensor, moedesk: dict, id2label: dict[int, str]) -> list[Deci
     names, qp = queue_probs(probs, id2label, iq, ood)
     conf, qi = qp.max(-1)
     t = float(moedesk.get("human_threshold", 0.0))
+    labels = [id2label[i] for i in range(probs.shape[1])]
+    in_domain = torch.tensor([label in iq for label in labels])
+    # per queue, the intents it may report: its own, or every in-domain one (out-of-domain wins)
+    allowed = torch.stack([torch.tensor([iq.get(label) == q for label in labels]) for q in names])
+    allowed[~allowed.any(-1)] = in_domain
+    # argmax keeps the first of equal maxima, as max() over the intents in label order did
+    best = probs.masked_fill(~allowed[qi], -1.0).argmax(-1)
     out = []
-    for b in range(probs.shape[0]):
-        q = names[int(qi[b])]
-        in_q = [i for i in range(probs.shape[1]) if iq.get(id2label[i]) == q] or [
-            i for i in range(probs.shape[1]) if id2label[i] in iq
-        ]
-        best = max(in_q, key=lambda i: float(probs[b, i]))
-        final = HUMAN if q == ood or float(conf[b]) < t else q
-        out.append(Decision(final, id2label[best], float(conf[b])))
+    for q_index, b_conf, b_best in zip(qi.tolist(), conf.tolist(), best.tolist(), strict=True):
+        q = names[q_index]
+        out.append(Decision(HUMAN if q == ood or b_conf < t else q, labels[b_best], b_conf))
     return out

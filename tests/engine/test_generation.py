@@ -124,6 +124,32 @@ def test_classification_mean_pooling(tmp_path):
     assert load_model(tmp_path / "c").args.classifier_pooling == "mean"
 
 
+def test_classification_in_forked_processes_matches_one_process(monkeypatch):
+    import moe_engine.parallel as parallel
+
+    cfg = dict(CFG, architectures=["OlmoeForSequenceClassification"], id2label={"0": "a", "1": "b", "2": "c"})
+    m = build_model(cfg, seed=3)
+    many = [[1 + (i * 11 + j) % 60 for j in range(1 + (i * 5) % 13)] for i in range(40)]
+    one = m.classify(many, batch_size=4)
+    counts = m.telemetry.matrix()
+    m.telemetry.reset()
+    calls = []
+    real = parallel.classify_in_processes
+    monkeypatch.setattr(parallel, "classify_in_processes", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    forked = m.classify(many, batch_size=4, processes=3)
+    assert [c["processes"] for c in calls] == [3]
+    assert (forked.logits - one.logits).abs().max() < 1e-5
+    assert forked.labels == one.labels  # in the caller's order
+    assert all(torch.equal(a, b) for a, b in zip(forked.routing, one.routing, strict=True))
+    assert [u.prompt_tokens for u in forked.usage] == [len(p) for p in many]
+    assert torch.equal(m.telemetry.matrix(), counts)  # the children's routing counts came back
+    # too few prompts to be worth a fork: classified here
+    assert (m.classify(many[:5], processes=3).logits - one.logits[:5]).abs().max() < 1e-5
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        m.classify(many, processes=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_runs(tmp_path, model, dtype):
     save_checkpoint(model, tmp_path / "h")

@@ -251,6 +251,26 @@ def test_classify_command(model_env, tmp_path):
 
     with pytest.raises(CommandError, match="no `text` column"):
         call_command("classify", "--input", str(tmp_path / "bad.csv"), "--output", str(dst))
+    with pytest.raises(CommandError, match="--processes must be at least 1"):
+        call_command("classify", "--input", str(src), "--output", str(dst), "--processes", "0")
+
+
+def test_classify_command_in_forked_processes_writes_what_one_process_writes(model_env, tmp_path):
+    src = tmp_path / "in.csv"
+    texts = ["my card is lost", "what is the weather", "refund please", "I was charged twice at Tesco",
+             "how do I change my PIN", "can I get a virtual card", "my transfer has not arrived yet",
+             "why was I charged a fee for cash", "top up failed", "the app will not let me verify my id",
+             "do you support apple pay", "what exchange rate do you use", "cancel my transfer", "hi"]
+    with open(src, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text"])
+        w.writerows(enumerate(texts))
+    out = {}
+    for n in (1, 2):
+        dst = tmp_path / f"out{n}.csv"
+        call_command("classify", "--input", str(src), "--output", str(dst), "--batch-size", "3", "--processes", str(n))
+        out[n] = dst.read_text()
+    assert out[1] == out[2] and out[1].count("\n") == len(texts) + 1
 
 
 def test_procedure_admin_validates_definitions(pipeline, admin_user, client, password):

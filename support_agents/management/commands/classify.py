@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -14,6 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--input", required=True)
         parser.add_argument("--output", required=True)
         parser.add_argument("--batch-size", type=int, default=128)
+        parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
+                            help="classifying processes, one thread each (default: one per usable core)")
         parser.add_argument("--model", default=None, help="router checkpoint dir (default: checkpoints/router)")
         parser.add_argument("--use-agent-thresholds", action="store_true",
                             help="apply the agents' configured confidence thresholds (needs the database)")
@@ -32,6 +35,8 @@ class Command(BaseCommand):
             raise CommandError(f"{opts['input']}: no `text` column (columns: {', '.join(fields) or 'none'})")
         if opts["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
+        if opts["processes"] < 1:
+            raise CommandError("--processes must be at least 1")
         thresholds = None
         if opts["use_agent_thresholds"]:
             from support_agents.models import AgentProfile
@@ -40,9 +45,12 @@ class Command(BaseCommand):
         from support_agents.inference import get_model, router_path
 
         get_model(opts["model"] or router_path())  # load once, outside the timing
+        from django.db import connections
+
+        connections.close_all()  # the classifying processes are forked: they must not share a socket
         t0 = time.perf_counter()
         results = classify_texts([r["text"] or "" for r in rows], thresholds=thresholds,
-                                 batch_size=opts["batch_size"], path=opts["model"])
+                                 batch_size=opts["batch_size"], path=opts["model"], processes=opts["processes"])
         dt = time.perf_counter() - t0
         out_fields = fields + [c for c in ("queue", "intent", "confidence") if c not in fields]
         with open(opts["output"], "w", newline="", encoding="utf-8") as f:
