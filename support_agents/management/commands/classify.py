@@ -15,7 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--input", required=True)
         parser.add_argument("--output", required=True)
         parser.add_argument("--batch-size", type=int, default=128)
-        parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        parser.add_argument("--processes", type=int, default=usable,
                             help="classifying processes, one thread each (default: one per usable core)")
         parser.add_argument("--model", default=None, help="router checkpoint dir (default: checkpoints/router)")
         parser.add_argument("--use-agent-thresholds", action="store_true",
