@@ -1,11 +1,11 @@
 """Classification spread over forked processes with one intra-op thread each.
 
 Why processes and not threads: a classify batch is a string of small matrix products (the router's
-are [~1,000 tokens x 192] by [192 x 512]), where two OpenMP threads spend much of each product
-synchronising. On 2 CPU cores two single-threaded processes classify ~1.7x as many queries per
-second as one process with two threads (docs/benchmarks.md § models). ``fork`` shares the loaded
-weights copy-on-write, so nothing is reloaded or copied up front; only token ids go out and
-logits, routing and usage come back.
+are [~1,000 tokens x 192] by [192 x 512]), where two OpenMP threads spend part of each product
+synchronising: on the 2-core Zen 3 VM two threads classify ~1.5x what one does, two single-threaded
+processes 1.1-1.3x what one process with two threads does (docs/benchmarks.md § models). ``fork``
+shares the loaded weights and the token ids copy-on-write, so nothing is reloaded or sent out;
+only logits, routing, usage and routing counts come back.
 
 Fork from a single-threaded program only (a batch command such as ``manage.py classify``), never
 from inside a threaded server: a thread holding a lock at the fork leaves it held in the child.
@@ -21,6 +21,7 @@ import torch
 
 from .cost import Prices
 from .model import Transformer
+from .telemetry import RoutingStats
 
 # what the forked children classify, set before the fork: they inherit it, nothing is pickled
 _job: tuple[Transformer, Sequence[Sequence[int]]] | None = None
@@ -69,11 +70,13 @@ def _classify_shard(
 
     torch.set_num_threads(threads)
     model, toks = _job
-    stats = model.telemetry
-    before = (stats.counts.clone(), int(stats.tokens)) if stats is not None else None
-    out = classify(model, [toks[i] for i in shard], batch_size=batch_size, prices=prices)
     counts, tokens = np.zeros(0, dtype=np.int64), 0
-    if stats is not None:
-        counts, tokens = (stats.counts - before[0]).numpy(), int(stats.tokens) - before[1]
+    if model.telemetry is not None:
+        # counters of its own: they come back as this shard's counts, and their lock cannot be one
+        # that another of the parent's threads held at the fork
+        model.telemetry = RoutingStats(model.telemetry.n_layers, model.telemetry.n_experts)
+    out = classify(model, [toks[i] for i in shard], batch_size=batch_size, prices=prices)
+    if model.telemetry is not None:
+        counts, tokens = model.telemetry.counts.numpy(), int(model.telemetry.tokens)
     # numpy arrays pickle as bytes; torch tensors would each go through a shared-memory segment
     return out.logits.numpy(), [r.numpy() for r in out.routing], out.usage, counts, tokens
