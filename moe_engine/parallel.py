@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -47,8 +49,10 @@ def classify_in_processes(
     threads = max(1, torch.get_num_threads() // len(shards))
     _job = (model, toks)
     try:
-        with mp.get_context("fork").Pool(len(shards)) as pool:
-            parts = pool.starmap(_classify_shard, [(s, threads, batch_size, prices) for s in shards])
+        # not multiprocessing.Pool: it waits forever for a child that was killed (OOM), where this
+        # raises BrokenProcessPool
+        with ProcessPoolExecutor(len(shards), mp_context=mp.get_context("fork")) as pool:
+            parts = list(pool.map(_classify_shard, shards, repeat(threads), repeat(batch_size), repeat(prices)))
     finally:
         _job = None
     logits = torch.empty(len(toks), model.args.num_labels)

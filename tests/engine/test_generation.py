@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -148,6 +149,22 @@ def test_classification_in_forked_processes_matches_one_process(monkeypatch):
     assert len(calls) == 1
     with pytest.raises(ValueError, match="processes must be >= 1"):
         m.classify(many, processes=0)
+
+
+def _killed(*_args):
+    os._exit(9)  # what the OOM killer leaves: no exception, no result
+
+
+def test_a_killed_classify_process_is_an_error_not_a_hang(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    import moe_engine.parallel as parallel
+
+    cfg = dict(CFG, architectures=["OlmoeForSequenceClassification"], id2label={"0": "a", "1": "b"})
+    m = build_model(cfg, seed=4)
+    monkeypatch.setattr(parallel, "_classify_shard", _killed)
+    with pytest.raises(BrokenProcessPool):
+        m.classify([[1, 2, 3]] * 40, batch_size=4, processes=2)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
