@@ -35,6 +35,12 @@ if ! grep -qx "$_want" "$_stamp" 2>/dev/null; then
     fi
     echo "[bootstrap] installing $_spec"
     _pip install -q -e "$_spec" || return 1 2>/dev/null || exit 1
+    # Hugging Face's `kernels` distribution (a dependency of newer transformers) has our kernels/
+    # package's import name: with it installed, transformers imports ours in its place and fails
+    if "$PY" -m pip show -q kernels >/dev/null 2>&1; then
+        echo "[bootstrap] removing the PyPI package 'kernels' (its import name is our kernels/ package's)"
+        _pip uninstall -y -q kernels || return 1 2>/dev/null || exit 1
+    fi
     echo "$_want" >> "$_stamp"
 fi
 export PATH="$VENV/bin:$PATH"
