@@ -535,6 +535,22 @@ def _fail(run: AgentRun, reason: str) -> None:
         ticket_move(run.ticket, TicketStatus.FAILED, actor=agent_actor(run), reason=reason[:500])
 
 
+def _on_queues(queues: list[str]) -> Q:
+    return Q(agent__queue__in=queues) | Q(agent__queue="", agent__slug__in=queues)
+
+
+def queued_runs(queues: Iterable[str]) -> list[int]:
+    """Runs on these queues waiting for a delivery, oldest first.
+
+    At a worker's start their messages may be in the queue, or lost: Redis keeps a message that a
+    stopped worker had taken but not acknowledged aside for its visibility timeout (an hour by
+    default), and a broker incident can drop a publish. Delivering one twice is harmless: the second
+    delivery finds the run finished, waiting for approval, or locked by the first (``execute_run``).
+    """
+    return list(AgentRun.objects.filter(_on_queues(list(queues)), status=AgentRun.Status.QUEUED)
+                .order_by("pk").values_list("pk", flat=True))
+
+
 def recover_orphaned_runs(queues: Iterable[str]) -> list[int]:
     """Runs on these queues left ``running`` by a delivery that ended without recording its end.
 
@@ -545,9 +561,8 @@ def recover_orphaned_runs(queues: Iterable[str]) -> list[int]:
     advisory lock nobody holds is not being executed by anyone, so it counts as a failed delivery:
     it is retried visibly or, past the delivery cap, failed. Returns the ids the caller re-enqueues.
     """
-    queues = list(queues)
-    candidates = AgentRun.objects.filter(status=AgentRun.Status.RUNNING).filter(
-        Q(agent__queue__in=queues) | Q(agent__queue="", agent__slug__in=queues)).values_list("pk", flat=True)
+    candidates = AgentRun.objects.filter(_on_queues(list(queues)), status=AgentRun.Status.RUNNING).values_list(
+        "pk", flat=True)
     requeue = []
     for run_id in list(candidates):
         with run_lock(run_id) as got:

@@ -59,19 +59,29 @@ def enqueue_run_again(run_id: int) -> None:
 
 
 @worker_ready.connect
-def resume_orphaned_runs(sender: object, **_: object) -> None:
-    """At worker start, pick up the runs on this worker's queues that a stopped worker left running."""
+def resume_interrupted_work(sender: object, **_: object) -> None:
+    """At worker start, publish again the work on this worker's queues that may have no message on its
+    way: tickets waiting for triage, queued runs, and runs a stopped worker left running. Runs before
+    the consumer reads its first message; a duplicate of a message that was not lost is a no-op."""
     from django.db import connections
 
-    from support_agents.runner import recover_orphaned_runs
+    from support_agents.runner import queued_runs, recover_orphaned_runs
+    from support_agents.services.triage import triage_requeue_stalled
 
     try:
         queues = list(sender.app.amqp.queues.consume_from)  # type: ignore[attr-defined]
+        if "triage" in queues and (tickets := triage_requeue_stalled()):
+            log.info("triage published again at start", extra={"tickets": len(tickets)})
+        waiting = queued_runs(queues)  # before recovery, which queues the orphans and publishes them itself
+        for run_id in waiting:
+            enqueue_run_again(run_id)
+        if waiting:
+            log.info("queued runs published again at start", extra={"runs": len(waiting)})
         for run_id in recover_orphaned_runs(queues):
             log.warning("resuming a run its worker left running", extra={"run_id": run_id})
             enqueue_run_again(run_id)
-    except Exception:  # the worker must start even when the database is briefly unreachable
-        log.exception("could not check for orphaned runs")
+    except Exception:  # the worker must start even when the database or broker is briefly unreachable
+        log.exception("could not check for interrupted work")
     finally:
         connections.close_all()  # the pool's next forked child must not share this process's connection
 

@@ -1,8 +1,9 @@
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from support_agents.models import Message, Ticket
+from support_agents.models import Message, Ticket, TicketStatus
 
 
 def ticket_list(
@@ -56,3 +57,14 @@ def ticket_messages(ticket: Ticket, *, include_internal: bool = True) -> QuerySe
     if not include_internal:
         qs = qs.filter(is_internal=False)
     return qs.order_by("created_at", "id")
+
+
+def tickets_awaiting_triage(*, older_than_s: float = 0) -> list[int]:
+    """Ids of tickets, oldest first, unchanged for ``older_than_s`` seconds, that still wait for
+    triage: ``new`` ones, and ``triaging`` ones whose worker may have stopped mid-triage."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    return list(
+        Ticket.objects.filter(status__in=(TicketStatus.NEW, TicketStatus.TRIAGING), updated_at__lte=cutoff)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

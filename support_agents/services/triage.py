@@ -6,6 +6,8 @@ from django.db import transaction
 
 from support_agents.models import AgentProfile, AgentRun, Handoff, Ticket, TicketStatus
 from support_agents.runner import enqueue_run, record_step, run_create, ticket_move
+from support_agents.selectors.tickets import tickets_awaiting_triage
+from support_agents.services.tickets import ticket_enqueue_triage
 
 ACTOR = "system:router"
 
@@ -110,3 +112,15 @@ def triage_failed(ticket_id: int, reason: str) -> None:
         ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
         if ticket.status in (TicketStatus.NEW, TicketStatus.TRIAGING):
             ticket_move(ticket, TicketStatus.FAILED, actor=ACTOR, reason=reason[:500])
+
+
+def triage_requeue_stalled(*, older_than_s: float = 0) -> list[int]:
+    """Publish triage again for the tickets that ``tickets_awaiting_triage`` finds: their message may
+    have been lost, or be held by the broker for a stopped worker (Redis hands an unacknowledged
+    message back only after its visibility timeout, an hour by default). A message that was not lost
+    after all costs one task that finds the ticket triaged and skips it (``ticket_triage`` is
+    idempotent). Returns the ids, oldest first."""
+    ids = tickets_awaiting_triage(older_than_s=older_than_s)
+    for pk in ids:
+        ticket_enqueue_triage(pk)
+    return ids

@@ -202,6 +202,37 @@ def test_thread_pool_worker_warms_its_models_before_it_reads_a_task(pipeline, ba
     assert AgentRun.objects.get(ticket=ticket).attempts == 1
 
 
+@pytest.mark.skipif(not shipped(SHIPPED_ROUTER), reason="needs the shipped router checkpoint (checkpoints/router)")
+def test_work_whose_messages_were_lost_is_done_when_a_worker_starts(pipeline, bank_customer, operator_user,
+                                                                     tiny_ckpts, tmp_path, celery_worker_proc):
+    """Messages lost while no worker ran (a broker incident, or taken by a worker that was stopped
+    before acknowledging them, which Redis returns only after its visibility timeout): the next worker
+    to start publishes the waiting work again, without anyone running `requeue_new`."""
+    from support_agents.runner import ticket_move
+    from support_agents.services.tickets import ticket_create
+
+    celery_worker_proc.stop()
+    purge_broker()
+    try:
+        new = ticket_create(customer=bank_customer, subject="", body="I would like to cancel a transfer I made by mistake.")
+        mid_triage = ticket_create(customer=bank_customer, subject="", body="How do I activate my new card?")
+        ticket_move(mid_triage, "triaging", actor="test", reason="triage started by a worker that was then stopped")
+        queued = routed_ticket(bank_customer, "technical", "card_not_working", "My card stopped working", operator_user)
+        purge_broker()  # every message above is gone
+        w = Worker(worker_env(tiny_ckpts), tmp_path / "worker.log").start()
+        try:
+            for ticket, queue in ((new, "billing"), (mid_triage, "technical"), (queued, "technical")):
+                assert wait_status(ticket, "draft_ready", "escalated", "needs_triage", "failed") in (
+                    "draft_ready", "escalated")
+                ticket.refresh_from_db()
+                assert ticket.queue == queue
+        finally:
+            w.stop()
+    finally:
+        celery_worker_proc.start()
+    assert AgentRun.objects.get(ticket=queued).attempts == 1
+
+
 @pytest.mark.parametrize("via", ["celery", "runner"])
 def test_time_limit_retries_visibly_then_fails_with_reason(pipeline, bank_customer, operator_user, tiny_ckpts,
                                                            tmp_path, celery_worker_proc, monkeypatch, via):

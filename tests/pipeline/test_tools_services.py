@@ -14,6 +14,7 @@ from support_agents.models import (
     AuditEvent,
     Message,
     Refund,
+    Ticket,
     TicketStatus,
     ToolInvocation,
 )
@@ -207,7 +208,7 @@ def test_delivery_cap_fails_a_run_that_keeps_crashing(model_env, pipeline, bank_
 
 
 def test_run_left_running_by_a_stopped_worker_is_resumed_visibly(model_env, pipeline, bank_customer):
-    """What a worker does at start (tasks.resume_orphaned_runs): a run left `running` with nobody
+    """What a worker does at start (tasks.resume_interrupted_work): a run left `running` with nobody
     executing it is a failed delivery (retried visibly), and one a live worker holds is left alone."""
     from django.db import connection
 
@@ -230,6 +231,35 @@ def test_run_left_running_by_a_stopped_worker_is_resumed_visibly(model_env, pipe
     assert run.status == "queued" and "worker stopped" in run.error
     assert ticket.status == TicketStatus.RETRYING and "worker stopped" in ticket.status_reason
     assert recover_orphaned_runs([queue]) == []  # once: it is queued now, not running
+
+
+def test_work_a_starting_worker_publishes_again(model_env, pipeline, bank_customer):
+    """What else a worker publishes again at start (tasks.resume_interrupted_work), since a stopped
+    worker's unacknowledged messages come back only after Redis's visibility timeout: tickets waiting
+    for triage (`new`, or `triaging` when its worker stopped mid-triage) and runs queued on its queues."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from support_agents.runner import queued_runs, ticket_move
+    from support_agents.selectors.tickets import tickets_awaiting_triage
+    from support_agents.services.tickets import ticket_create
+
+    waiting = ticket_create(customer=bank_customer, subject="", body="my transfer is pending", channel="email")
+    mid_triage = ticket_create(customer=bank_customer, subject="", body="card declined", channel="email")
+    ticket_move(mid_triage, TicketStatus.TRIAGING, actor="test", reason="triage started")
+    routed, run = start(bank_customer, pipeline["billing"], "request_refund", "refund please")
+    fresh = ticket_create(customer=bank_customer, subject="", body="which countries?", channel="email")
+    Ticket.objects.filter(pk__in=[waiting.pk, mid_triage.pk, routed.pk]).update(
+        updated_at=timezone.now() - timedelta(seconds=120))
+    assert tickets_awaiting_triage() == [waiting.pk, mid_triage.pk, fresh.pk]
+    assert tickets_awaiting_triage(older_than_s=60) == [waiting.pk, mid_triage.pk]  # what requeue_new's default sees
+
+    queue = pipeline["billing"].queue or "billing"
+    assert queued_runs([queue]) == [run.pk]
+    assert queued_runs(["sales"]) == []  # not this worker's queue
+    AgentRun.objects.filter(pk=run.pk).update(status="running")
+    assert queued_runs([queue]) == []  # a running one is recover_orphaned_runs's, under its lock
 
 
 def test_classify_command(model_env, tmp_path):
