@@ -1,6 +1,7 @@
 """End to end with a real Celery worker subprocess, PostgreSQL and Redis (no eager mode)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -231,6 +232,23 @@ def test_work_whose_messages_were_lost_is_done_when_a_worker_starts(pipeline, ba
     finally:
         celery_worker_proc.start()
     assert AgentRun.objects.get(ticket=queued).attempts == 1
+
+
+@pytest.mark.skipif(not shipped(SHIPPED_ROUTER), reason="needs the shipped router checkpoint (checkpoints/router)")
+def test_requeue_new_publishes_triage_for_tickets_whose_message_was_lost(pipeline, bank_customer, celery_worker_proc):
+    """Between worker restarts (a broker incident while workers keep running) the command does it."""
+    from django.core.management import call_command
+
+    body = "How do I activate my new card?"
+    # Written without ticket_create, which would publish triage: as if that publish had failed.
+    ticket = Ticket.objects.create(customer=bank_customer, body=body, subject=body, channel="email")
+    Message.objects.create(ticket=ticket, author_kind="customer", body=body)
+    out = io.StringIO()
+    call_command("requeue_new", older_than=3600, stdout=out)
+    assert out.getvalue().strip() == "re-enqueued 0 ticket(s)" and status_of(ticket) == "new"
+    call_command("requeue_new", older_than=0, stdout=out)
+    assert "re-enqueued 1 ticket(s)" in out.getvalue()
+    assert wait_status(ticket, "draft_ready", "escalated", "needs_triage", "failed") in ("draft_ready", "escalated")
 
 
 @pytest.mark.parametrize("via", ["celery", "runner"])
