@@ -64,6 +64,11 @@ DEFAULT_TRAIN = {
     # queries are transfer examples with no label, ``transfer_per_epoch`` of them drawn each epoch,
     # trained on the teacher's distribution only (Hinton et al. 2015's transfer set)
     "soft_targets": None, "soft_targets_share": 1.0, "transfer_per_epoch": 0,
+    # word dropout for the examples that carry that teacher's logits (None: ``word_dropout``). The
+    # logits are the teacher's reading of the whole text; dropping words changes what the student
+    # reads but not its target, where lower-casing (the encoder is uncased) and sub-word splits
+    # leave the meaning as the teacher read it (Beyer et al. 2022: consistent teaching)
+    "soft_word_dropout": None,
 }
 
 
@@ -172,7 +177,8 @@ def augment_example(e: Example, tok: Tokenizer, tcfg: dict[str, Any], rng: rando
     written in (``data.details.add_details``); the teachers then read the text without them, so
     the student learns to give the detailed ticket the teachers' reading of the plain query.
     """
-    text = _word_dropout(e.text, tcfg["word_dropout"], rng)
+    p = tcfg["word_dropout"] if e.soft is None or tcfg["soft_word_dropout"] is None else tcfg["soft_word_dropout"]
+    text = _word_dropout(e.text, p, rng)
     if tcfg["lowercase"] > 0 and rng.random() < tcfg["lowercase"]:
         text = text.lower()
     if details and tcfg["details"] > 0 and rng.random() < tcfg["details"]:

@@ -290,6 +290,27 @@ def test_detailed_examples_give_the_teachers_the_plain_text(tok):
     assert "teacher_ids" not in collate([kept], tok.pad_token_id, 64, torch.device("cpu"), lm=False)
 
 
+def test_soft_word_dropout_applies_to_examples_with_offline_teacher_logits_only(tok):
+    """``soft_word_dropout`` keeps the words of the texts an offline teacher read (its logits are for
+    the whole text) and leaves word dropout as it was for the others; unset, nothing changes."""
+    from moe_engine.train import DEFAULT_TRAIN, augment_example
+
+    text = "i would like to know why my card payment was declined at the shop today"
+    plain = Example(tok.encode(text), 3, text=text)
+    taught = Example(tok.encode(text), 3, text=text, soft=torch.zeros(5))
+    transfer = Example(tok.encode(text), -1, text=text, soft=torch.zeros(5))
+    tcfg = dict(DEFAULT_TRAIN, word_dropout=0.5)
+    assert augment_example(taught, tok, tcfg, random.Random(0)).ids != taught.ids  # default: dropped
+    assert augment_example(taught, tok, tcfg, random.Random(0)).ids == augment_example(plain, tok, tcfg, random.Random(0)).ids
+    tcfg["soft_word_dropout"] = 0.0
+    for e in (taught, transfer):
+        assert augment_example(e, tok, tcfg, random.Random(0)).ids == e.ids
+    assert augment_example(plain, tok, tcfg, random.Random(0)).ids != plain.ids
+    tcfg.update(lowercase=1.0, subword_split=1.0)  # meaning-preserving: still applied
+    out = augment_example(transfer, tok, tcfg, random.Random(0))
+    assert out.ids != transfer.ids and tok.decode(out.ids).strip() == text
+
+
 def soft_file(tmp_path, texts, logits, labels) -> Path:
     path = tmp_path / "soft.pt"
     torch.save({"teacher": "test", "labels": labels, "texts": texts, "logits": logits}, path)
