@@ -272,6 +272,57 @@ def label(teacher: Teacher | list[Teacher], transfer: list[str]) -> dict[str, An
     return {"teacher": name, "labels": router_labels(), "texts": texts, "logits": ensemble_logits(teachers, texts)}
 
 
+# -- static token embeddings for the student --------------------------------------------------------------
+def sentence_embeddings(encoder_dir_: Path, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """The encoder's sentence embedding of each text, as sentence-transformers computes it for
+    all-MiniLM-L6-v2: the mean of the last hidden states over the tokens, L2-normalised."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer, encoder = AutoTokenizer.from_pretrained(encoder_dir_), AutoModel.from_pretrained(encoder_dir_).eval()
+    out = torch.empty(len(texts), encoder.config.hidden_size)
+    with torch.no_grad():
+        for s in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[s : s + batch_size]), padding=True, truncation=True, max_length=32, return_tensors="pt")
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            hidden = encoder(**enc).last_hidden_state
+            out[s : s + batch_size] = F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    return out
+
+
+def token_texts(tokenizer_dir: Path) -> list[str | None]:
+    """What each token of the student's byte-level BPE spells, stripped; None for special tokens and
+    for pieces of a multi-byte character, which spell nothing the encoder could read."""
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer.from_dir(tokenizer_dir)
+    texts = [tok.decode([i]).strip() for i in range(tok.vocab_size)]  # special tokens decode to ""
+    return [t if t and "\ufffd" not in t else None for t in texts]
+
+
+def token_embeddings(tokenizer_dir: Path, dim: int, encoder: Path | None = None) -> dict[str, Any]:
+    """An initial embedding table for a student with ``tokenizer_dir``'s vocabulary and width ``dim``:
+    every token the encoder can read gets its sentence embedding, projected on the ``dim`` principal
+    components of those embeddings (centred). A student learning from 9,000 queries meets most words
+    a handful of times; starting from the encoder's geometry, "reimburse" is already near "refund".
+    Rows of unmapped tokens are zero and ``mapped`` is False there (the student keeps its own init)."""
+    texts = token_texts(tokenizer_dir)
+    idx = [i for i, t in enumerate(texts) if t is not None]
+    if len(idx) <= dim:
+        raise ValueError(f"token_embeddings: only {len(idx)} readable tokens for {dim} dimensions")
+    emb = sentence_embeddings(encoder or encoder_dir(), [texts[i] for i in idx])
+    centred = emb - emb.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    if v.shape[0] < dim:
+        raise ValueError(f"token_embeddings: the encoder is {v.shape[0]} wide, narrower than the student's {dim}")
+    table = torch.zeros(len(texts), dim)
+    table[idx] = centred @ v[:dim].T
+    mapped = torch.zeros(len(texts), dtype=torch.bool)
+    mapped[idx] = True
+    explained = float((s[:dim] ** 2).sum() / (s**2).sum())
+    return {"encoder": NAME if encoder is None else str(encoder), "embeddings": table, "mapped": mapped,
+            "explained_variance": explained}
+
+
 def write_lines(path: Path, texts: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(x.replace("\n", " ") + "\n" for x in texts))
@@ -303,6 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     lab.add_argument("--transfer", type=Path)
     lab.add_argument("--out", type=Path, required=True)
     lab.add_argument("--threads", type=int, default=None)
+    em = sub.add_parser("embeddings", help="an initial token-embedding table for a student (train's init_embeddings)")
+    em.add_argument("--tokenizer", type=Path, required=True, help="the student's tokenizer directory")
+    em.add_argument("--dim", type=int, required=True, help="the student's hidden size")
+    em.add_argument("--out", type=Path, required=True)
+    em.add_argument("--threads", type=int, default=None)
     ev = sub.add_parser("evaluate", help="validation figures of one teacher or of an ensemble")
     ev.add_argument("--teacher", type=Path, required=True, action="append")
     ev.add_argument("--threads", type=int, default=None)
@@ -326,6 +382,12 @@ def main(argv: list[str] | None = None) -> None:
         texts = sample_queries(a.lm, a.n, seed=a.seed)
         write_lines(a.out, texts)
         print(f"{len(texts)} of {a.n} sampled texts ended within the length limit -> {a.out}")
+    elif a.cmd == "embeddings":
+        saved = token_embeddings(a.tokenizer, a.dim)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(saved, a.out)
+        print(f"{int(saved['mapped'].sum())} of {len(saved['mapped'])} tokens mapped, {a.dim} components keep "
+              f"{saved['explained_variance']:.1%} of the variance -> {a.out}")
     elif a.cmd == "evaluate":
         print(json.dumps(evaluate([load_teacher(t) for t in a.teacher]), indent=1))
     else:

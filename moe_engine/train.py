@@ -69,6 +69,9 @@ DEFAULT_TRAIN = {
     # reads but not its target, where lower-casing (the encoder is uncased) and sub-word splits
     # leave the meaning as the teacher read it (Beyer et al. 2022: consistent teaching)
     "soft_word_dropout": None,
+    # a file written by ``moe_engine.pretrained_teacher embeddings``: the token embeddings start from a
+    # pretrained encoder's geometry (its rows scaled to the model's initializer_range) instead of noise
+    "init_embeddings": None,
 }
 
 
@@ -721,6 +724,22 @@ def warm_start(model: Transformer, source: Transformer) -> dict[str, Any]:
     return {"copied_tensors": len(copied), "fresh_tensors": sorted(kept), "source_layers_unused": len(layers)}
 
 
+def init_token_embeddings(model: Transformer, path: str | Path, std: float) -> dict[str, Any]:
+    """Overwrite the token embeddings of the tokens ``path`` maps with its rows, scaled so that their
+    root mean square is ``std`` (the random init's); the other tokens keep their init."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    table, mapped = saved["embeddings"].float(), saved["mapped"].bool()
+    weight = model.embed_tokens.weight
+    if table.shape != weight.shape or mapped.shape != (weight.shape[0],):
+        raise ValueError(f"init_embeddings: {path} holds a {tuple(table.shape)} table, the model's embeddings are "
+                         f"{tuple(weight.shape)} (another tokenizer or hidden size)")
+    rows = table[mapped]
+    with torch.no_grad():
+        weight[mapped.to(weight.device)] = (rows * (std / rows.pow(2).mean().sqrt())).to(weight)
+    return {"file": str(path), "encoder": saved.get("encoder", ""), "mapped_tokens": int(mapped.sum()),
+            "explained_variance": round(float(saved.get("explained_variance", float("nan"))), 4)}
+
+
 def attach_soft_targets(data: Dataset, tok: Tokenizer, path: str | Path) -> dict[str, Any]:
     """Give the training examples an offline teacher's logits (by exact text) and make its other texts
     the transfer set. Refuses a file whose labels are not the student's, or that holds validation texts."""
@@ -782,6 +801,8 @@ def run(task: str, cfg: dict[str, Any], out: Path, seed: int, *, tokenizer_dir: 
                   num_labels=len(labels))
     cfg["model"] = hf
     model = build_model(hf, seed=seed, device=device)
+    if tcfg.get("init_embeddings"):
+        cfg["embedding_init"] = init_token_embeddings(model, tcfg["init_embeddings"], hf.get("initializer_range", 0.02))
     if tcfg.get("init_from"):
         from .loader import load_model
 

@@ -507,3 +507,46 @@ def test_pretrained_teacher_labels_training_and_transfer_texts_never_validation(
     table = neighbour_table(teacher, {"card", "money", "the", "notinvocab"}, k=3)
     assert set(table) == {"card", "money"}  # stop words and unknown words keep their place
     assert all(len(v) == 3 and w not in v for w, v in table.items())
+
+
+def test_token_embeddings_give_tokens_that_spell_the_same_word_the_same_start(tiny_encoder_dir):
+    from moe_engine.pretrained_teacher import token_embeddings, token_texts
+
+    router_tok = Path(__file__).resolve().parents[2] / "checkpoints" / "router"
+    tok = Tokenizer.from_dir(router_tok)
+    texts = token_texts(router_tok)
+    card, spaced = tok.encode("card", add_special_tokens=False), tok.encode(" card", add_special_tokens=False)
+    assert len(card) == len(spaced) == 1 and texts[card[0]] == texts[spaced[0]] == "card"
+    assert texts[tok.pad_token_id] is None  # special tokens spell nothing
+    assert any(t is None for t in texts[:256]) and all(t is None or "\ufffd" not in t for t in texts)
+
+    torch.set_num_threads(1)
+    saved = token_embeddings(router_tok, 8, encoder=tiny_encoder_dir)
+    table, mapped = saved["embeddings"], saved["mapped"]
+    assert table.shape == (tok.vocab_size, 8) and mapped.tolist() == [t is not None for t in texts]
+    assert torch.allclose(table[card[0]], table[spaced[0]]) and not table[~mapped].any()
+    assert not torch.allclose(table[card[0]], table[tok.encode(" fee", add_special_tokens=False)[0]])
+    assert 0 < saved["explained_variance"] <= 1
+    with pytest.raises(ValueError, match="narrower than the student"):
+        token_embeddings(router_tok, 64, encoder=tiny_encoder_dir)
+
+
+def test_init_embeddings_start_mapped_tokens_from_the_table_at_the_init_scale(tok, tmp_path):
+    from moe_engine.train import init_token_embeddings
+
+    model = build_model(tiny_config("lm", tok.vocab_size), seed=0)
+    before = model.embed_tokens.weight.detach().clone()
+    table = torch.randn(tok.vocab_size, 32) * 5
+    mapped = torch.zeros(tok.vocab_size, dtype=torch.bool)
+    mapped[10:200] = True
+    torch.save({"embeddings": table, "mapped": mapped, "encoder": "test", "explained_variance": 0.5}, tmp_path / "e.pt")
+    info = init_token_embeddings(model, tmp_path / "e.pt", std=0.02)
+    after = model.embed_tokens.weight.detach()
+    assert info["mapped_tokens"] == 190 and torch.equal(after[~mapped], before[~mapped])
+    assert torch.allclose(after[mapped].pow(2).mean().sqrt(), torch.tensor(0.02), rtol=1e-4)
+    assert torch.allclose(after[mapped] / after[mapped].norm(dim=-1, keepdim=True),
+                          table[mapped] / table[mapped].norm(dim=-1, keepdim=True), atol=1e-5)
+
+    torch.save({"embeddings": torch.randn(tok.vocab_size, 48), "mapped": mapped}, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="wide.pt holds a .* table, the model's embeddings are"):
+        init_token_embeddings(model, tmp_path / "wide.pt", std=0.02)
