@@ -18,6 +18,9 @@ split is only ever scored, never trained on or written into the transfer set.
 Query-LM samples in the transfer set (tried, not shipped: ``docs/benchmarks.md`` § models): ``sample
 --lm var/router_query_lm --out var/query_lm_samples.txt``, then ``transfer --sampled
 var/query_lm_samples.txt``. Several ``--teacher`` to ``label`` or ``evaluate`` make an ensemble.
+``embeddings --tokenizer checkpoints/router --dim 192 --out var/minilm_token_embeddings.pt`` writes
+an initial token-embedding table for a student (``moe_engine.train``'s ``init_embeddings``) from the
+encoder before fine-tuning (tried: ``docs/benchmarks.md`` § models).
 
 Needs ``transformers`` and the package above, imported lazily: the inference engine never imports it.
 """

@@ -550,3 +550,25 @@ def test_init_embeddings_start_mapped_tokens_from_the_table_at_the_init_scale(to
     torch.save({"embeddings": torch.randn(tok.vocab_size, 48), "mapped": mapped}, tmp_path / "wide.pt")
     with pytest.raises(ValueError, match="wide.pt holds a .* table, the model's embeddings are"):
         init_token_embeddings(model, tmp_path / "wide.pt", std=0.02)
+
+
+def test_a_training_run_starts_from_init_embeddings_and_records_it(tmp_path):
+    import json
+
+    from moe_engine.train import run
+
+    router_tok = Path(__file__).resolve().parents[2] / "checkpoints" / "router"
+    vocab = Tokenizer.from_dir(router_tok).vocab_size
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"prompt": "Query:", "completion": " " + t}) + "\n"
+                                                          for t in TEXTS))
+    table = torch.randn(vocab, 32)
+    mapped = torch.ones(vocab, dtype=torch.bool)
+    torch.save({"embeddings": table, "mapped": mapped, "encoder": "test"}, tmp_path / "e.pt")
+    cfg = {"model": tiny_config("lm", vocab), "data": {"train": str(tmp_path / "train.jsonl"),
+                                                       "validation": str(tmp_path / "validation.jsonl")},
+           "train": {**TCFG, "lr": 0.0, "warmup_steps": 1, "init_embeddings": str(tmp_path / "e.pt")}}
+    out = run("lm", cfg, tmp_path / "lm", seed=0, tokenizer_dir=router_tok, progress=False, max_steps=1)
+    assert json.loads((tmp_path / "lm" / "train_config.json").read_text())["embedding_init"]["mapped_tokens"] == vocab
+    weight = out["model"].embed_tokens.weight.detach()  # lr 0: the table as it was put in
+    assert torch.allclose(weight / weight.norm(dim=-1, keepdim=True), table / table.norm(dim=-1, keepdim=True), atol=1e-5)
