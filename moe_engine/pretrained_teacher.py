@@ -276,12 +276,12 @@ def label(teacher: Teacher | list[Teacher], transfer: list[str]) -> dict[str, An
 
 
 # -- static token embeddings for the student --------------------------------------------------------------
-def sentence_embeddings(encoder_dir_: Path, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def sentence_embeddings(encoder_path: Path, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """The encoder's sentence embedding of each text, as sentence-transformers computes it for
     all-MiniLM-L6-v2: the mean of the last hidden states over the tokens, L2-normalised."""
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer, encoder = AutoTokenizer.from_pretrained(encoder_dir_), AutoModel.from_pretrained(encoder_dir_).eval()
+    tokenizer, encoder = AutoTokenizer.from_pretrained(encoder_path), AutoModel.from_pretrained(encoder_path).eval()
     out = torch.empty(len(texts), encoder.config.hidden_size)
     with torch.no_grad():
         for s in range(0, len(texts), batch_size):
